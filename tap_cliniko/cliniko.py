@@ -1,0 +1,134 @@
+"""Cliniko's rules, as pure functions: shards, base URLs, filters, times, waits, errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+DEFAULT_SHARD = "au1"
+SHARD_PATTERN = re.compile(r"[a-z]{2}\d{1,2}")
+USER_AGENT_PATTERN = re.compile(r"^\S.*\(\s*[^()\s@]+@[^()\s@]+\.[^()\s@]+\s*\)\s*$")
+NOT_SEARCHABLE = "This column is not searchable."
+
+
+class ClinikoError(Exception):
+    """A failure the user can act on, carried as one line with no secret and no record data."""
+
+
+def shard_from_key(api_key: str) -> str:
+    """Return the shard named by the suffix after the key's last '-' (no suffix: au1)."""
+    if "-" not in api_key:
+        return DEFAULT_SHARD
+    suffix = api_key.rsplit("-", 1)[1]
+    if not SHARD_PATTERN.fullmatch(suffix):
+        raise ClinikoError(
+            "api_key ends in a malformed shard suffix (expected '-' then a shard such as"
+            " au1 or uk2): copy the whole key from Cliniko's My Info > Manage API keys"
+        )
+    return suffix
+
+
+def base_url_for_key(api_key: str) -> str:
+    """Return the API base URL of the key's shard."""
+    return f"https://api.{shard_from_key(api_key)}.cliniko.com/v1"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Tell whether host is localhost or a loopback IP address."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str) -> str:
+    """Return url without a trailing slash, refusing plain HTTP except to loopback hosts."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url.rstrip("/")
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return url.rstrip("/")
+    raise ClinikoError(
+        "base_url must be an https:// URL (plain http is allowed only for 127.0.0.1,"
+        " ::1 or localhost): fix base_url or remove it to use the key's shard"
+    )
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Tell whether url has the scheme, host and port of base_url."""
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+def format_time(moment: datetime) -> str:
+    """Format a moment as Cliniko's filter value, UTC to the second, rounded down."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def since_filter(field: str, moment: datetime) -> str:
+    """Return the q[] value selecting rows whose field is at or after moment."""
+    return f"{field}:>={format_time(moment)}"
+
+
+def after_id_filter(patient_id: str) -> str:
+    """Return the q[] value selecting rows with an id above patient_id."""
+    return f"id:>{patient_id}"
+
+
+def server_time(headers: dict[str, str] | None) -> datetime | None:
+    """Return the moment in a response's Date header, or None when absent or unreadable."""
+    value = (headers or {}).get("Date")
+    if not value:
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def rate_limit_wait(headers: dict[str, str], now: float, default: float = 60.0) -> float:
+    """Seconds to wait after a 429, from Retry-After or X-RateLimit-Reset (UNIX seconds)."""
+    retry_after = headers.get("Retry-After")
+    if retry_after:
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(retry_after).timestamp() - now)
+            except (TypeError, ValueError):
+                pass
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            return max(0.0, math.ceil(float(reset)) - now)
+        except ValueError:
+            pass
+    return default
+
+
+def backoff_wait(attempt: int, base: float = 1.0, cap: float = 30.0) -> float:
+    """Capped exponential wait before retry number attempt (1-based)."""
+    return min(cap, base * 2 ** (attempt - 1))
+
+
+def status_error(status: int, path: str) -> ClinikoError:
+    """Explain a final HTTP status in one line, naming the likely cause and the fix."""
+    causes = {
+        400: "Cliniko refused the request as malformed (an unsupported filter or parameter)",
+        401: "Cliniko refused the API key: it is wrong, revoked, or belongs to another shard"
+        " (check the key's suffix, or base_url)",
+        403: "the API key's user lacks permission to read patients: give that Cliniko user"
+        " access to patients, or use another user's key",
+        404: "the path does not exist: check base_url (it should end in /v1)",
+    }
+    cause = causes.get(status, "Cliniko answered with an unexpected status")
+    return ClinikoError(f"HTTP {status} from GET {path}: {cause}")
