@@ -25,7 +25,7 @@ class ArchivedPatientsStream(ClinikoStream):
 
 
 class DeletedPatientsStream(ClinikoStream):
-    """Deleted patients: `GET /patients/deleted`, which today may hold only deleted_at and a link."""
+    """Deleted patients: `GET /patients/deleted` (today often just deleted_at and a link)."""
 
     name = "deleted_patients"
     path = "/patients/deleted"
