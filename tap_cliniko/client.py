@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -12,15 +13,16 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 from singer_sdk import RESTStream, SchemaDirectory, StreamSchema
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from typing_extensions import override
 
-from tap_cliniko import cliniko
+from tap_cliniko import cliniko, paging
 from tap_cliniko.cliniko import ClinikoError
+from tap_cliniko.paging import Page, Params
 from tap_cliniko.records import (
     date_fields,
     needs_redaction,
@@ -37,8 +39,6 @@ LOGGER = logging.getLogger("tap-cliniko")
 _PACKAGE = Path(__file__).resolve().parent
 # An installed wheel carries the schemas inside the package; a source checkout keeps them on top.
 SCHEMAS = _PACKAGE / "schemas" if (_PACKAGE / "schemas").is_dir() else _PACKAGE.parent / "schemas"
-
-Params = list[tuple[str, str]]
 
 
 class NotSearchable(ClinikoError):
@@ -87,16 +87,6 @@ class RequestBudget:
         """Hold every request back for seconds (a 429 told us to)."""
         with self._lock:
             self._paused_until = max(self._paused_until, self.clock() + seconds)
-
-
-@dataclass
-class Page:
-    """One list response: its patients, next link, total and the server's clock."""
-
-    patients: list[dict[str, Any]]
-    next_link: str | None
-    total_entries: int | None
-    server_time: datetime | None
 
 
 class ClinikoAPI:
@@ -202,23 +192,6 @@ def _message(response: requests.Response) -> str | None:
     return body.get("message") if isinstance(body, dict) else None
 
 
-def keyset_request(next_link: str, last_id: str) -> tuple[str, Params]:
-    """Turn Cliniko's next link into a request for the rows after last_id.
-
-    Page numbers shift when patients leave the result set mid-sync, so the next request
-    keeps the link's host, path and parameters (every q[] once) but asks for `id > last_id`
-    on page one instead of the next page number.
-    """
-    parts = urlsplit(next_link)
-    params = [
-        (key, value)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        if key not in ("page", "sort") and not (key == "q[]" and value.startswith("id:>"))
-    ]
-    params += [("q[]", cliniko.after_id_filter(last_id)), ("sort", "id")]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), params
-
-
 class ClinikoStream(RESTStream[Any]):
     """A Cliniko patient list: incremental on updated_at, read in id order by keyset."""
 
@@ -271,40 +244,27 @@ class ClinikoStream(RESTStream[Any]):
         params: Params = [("q[]", f) for f in filters]
         params += [("sort", "id"), ("per_page", str(self.config.get("per_page", 100)))]
         progress = _Progress(self.name)
-        while True:
-            try:
-                page = self.api.get_page(url, params)
-            except NotSearchable:
-                column = filters[0].split(":", 1)[0] if filters else ""
-                if column not in self.fallbacks:
-                    raise
-                instead = self.fallbacks[column]
-                LOGGER.info(
-                    "%s: Cliniko cannot filter on %s here; using %s instead",
-                    self.name,
-                    column,
-                    instead or "no filter",
-                )
-                rest = [f"{instead}:{filters[0].split(':', 1)[1]}"] if instead else []
-                yield from self._scan(rest, context)
-                return
-            self._note_server_start(page, context)
-            last_id: int | None = None
-            for raw in page.patients:
-                raw_id = patient_id(raw)
-                if raw_id is None:
-                    raise ClinikoError(f"{self.name}: Cliniko returned a patient without an id")
-                if last_id is not None and int(raw_id) <= last_id:
-                    raise ClinikoError(
-                        f"{self.name}: Cliniko did not return patients in id order (sort=id);"
-                        " the tap cannot page safely, please report this"
-                    )
-                last_id = int(raw_id)
-                yield raw
+        pages = paging.scan(self.api.get_page, url, params)
+        try:
+            first = next(pages)
+        except NotSearchable:
+            column = filters[0].split(":", 1)[0] if filters else ""
+            if column not in self.fallbacks:
+                raise
+            instead = self.fallbacks[column]
+            LOGGER.info(
+                "%s: Cliniko cannot filter on %s here; using %s instead",
+                self.name,
+                column,
+                instead or "no filter",
+            )
+            rest = [f"{instead}:{filters[0].split(':', 1)[1]}"] if instead else []
+            yield from self._scan(rest, context)
+            return
+        self._note_server_start(first, context)
+        for page in itertools.chain([first], pages):
+            yield from page.patients
             progress.page(len(page.patients), page.total_entries)
-            if not page.next_link or last_id is None:
-                return
-            url, params = keyset_request(page.next_link, str(last_id))
 
     def _note_server_start(self, page: Page, context: Context | None) -> None:
         """Cap this stream's bookmark at the server's clock when its first answer came."""

@@ -7,6 +7,7 @@ from functools import cached_property
 
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.singerlib.encoding.simple import Message, RecordMessage
 from typing_extensions import override
 
 from tap_cliniko.client import ClinikoAPI
@@ -15,12 +16,26 @@ from tap_cliniko.settings import CONFIG_SCHEMA, check_config, resolve_base_url
 from tap_cliniko.streams import ArchivedPatientsStream, DeletedPatientsStream, PatientsStream
 
 
+class BufferedWriter(MsgSpecWriter):
+    """msgspec output that flushes at STATE and other control messages, not every record.
+
+    A STATE line reaches the target only together with every record before it, so a killed
+    tap never leaves a target holding state that points past records it did not receive.
+    """
+
+    @override
+    def write_message(self, message: Message) -> None:
+        sys.stdout.buffer.write(self.format_message(message))
+        if not isinstance(message, RecordMessage):
+            sys.stdout.flush()
+
+
 class TapCliniko(Tap):
     """Singer tap for Cliniko patients."""
 
     name = "tap-cliniko"
     config_jsonschema = CONFIG_SCHEMA
-    message_writer_class = MsgSpecWriter
+    message_writer_class = BufferedWriter
 
     @override
     def discover_streams(self) -> list[Stream]:
@@ -28,12 +43,11 @@ class TapCliniko(Tap):
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        errors = super()._validate_config(raise_errors=False)
         if not raise_errors:
-            return errors
-        if errors:
-            raise ClinikoError(f"invalid config: {errors[0]}")
+            return super()._validate_config(raise_errors=False)
         check_config(self.config)
+        if errors := super()._validate_config(raise_errors=False):
+            raise ClinikoError(f"invalid config: {errors[0]}")
         return errors
 
     @cached_property

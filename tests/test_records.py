@@ -1,0 +1,117 @@
+"""Record rules: ids as strings, "" dates to null, minimal deleted records, consent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tap_cliniko.records import (
+    date_fields,
+    needs_redaction,
+    normalize_patient,
+    patient_id,
+    redact_patient,
+)
+
+SCHEMA = {
+    "properties": {
+        "id": {"type": "string"},
+        "first_name": {"type": ["string", "null"]},
+        "notes": {"type": ["string", "null"]},
+        "email": {"type": ["string", "null"]},
+        "date_of_birth": {"type": ["string", "null"], "format": "date"},
+        "archived_at": {"type": ["string", "null"], "format": "date-time"},
+        "deleted_at": {"type": ["string", "null"], "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "accepted_privacy_policy": {"type": ["boolean", "null"]},
+        "links": {"type": ["object", "null"]},
+    }
+}
+PROPS = tuple(SCHEMA["properties"])
+DATES = date_fields(SCHEMA)
+
+
+def test_date_fields_come_from_the_schema_formats() -> None:
+    assert DATES == {"date_of_birth", "archived_at", "deleted_at", "updated_at"}
+
+
+def test_nineteen_digit_id_never_passes_through_a_float() -> None:
+    raw = json.loads('{"id": 8364471292358830617, "updated_at": "2024-01-01T00:00:00Z"}')
+    assert normalize_patient(raw, PROPS, DATES)["id"] == "8364471292358830617"  # type: ignore[index]
+    assert patient_id({"id": "836447129235883061"}) == "836447129235883061"
+    assert patient_id({"id": 1}) == "1"
+    assert patient_id({"id": True}) is None
+
+
+def test_empty_strings_become_null_in_date_fields_only() -> None:
+    raw = {
+        "id": 1,
+        "first_name": "",
+        "notes": "",
+        "date_of_birth": "",
+        "archived_at": "",
+        "deleted_at": "",
+        "updated_at": "2013-03-26T14:00:00Z",
+    }
+    record = normalize_patient(raw, PROPS, DATES)
+    assert record == {
+        "id": "1",
+        "first_name": "",
+        "notes": "",
+        "date_of_birth": None,
+        "archived_at": None,
+        "deleted_at": None,
+        "updated_at": "2013-03-26T14:00:00Z",
+    }
+
+
+def test_fields_outside_the_schema_are_dropped() -> None:
+    record = normalize_patient({"id": 2, "updated_at": "x", "surprise": 1}, PROPS, DATES)
+    assert record is not None and "surprise" not in record
+
+
+def test_minimal_deleted_record_takes_id_from_link_and_deleted_at_as_updated_at() -> None:
+    raw = {
+        "deleted_at": "2025-06-05T14:38:48Z",
+        "links": {"self": "https://api.au1.cliniko.com/v1/patients/836447129235883061"},
+    }
+    assert normalize_patient(raw, PROPS, DATES) == {
+        "id": "836447129235883061",
+        "deleted_at": "2025-06-05T14:38:48Z",
+        "updated_at": "2025-06-05T14:38:48Z",
+        "links": raw["links"],
+    }
+
+
+def test_record_without_any_id_is_dropped() -> None:
+    assert normalize_patient({"links": {"self": "https://x/v1/other/1"}}, PROPS, DATES) is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "consent", "blank"),
+    [
+        ("off", False, False),
+        ("rejected", False, True),
+        ("rejected", None, False),
+        ("rejected", True, False),
+        ("rejected_or_unanswered", None, True),
+        ("rejected_or_unanswered", False, True),
+        ("rejected_or_unanswered", True, False),
+    ],
+)
+def test_consent_redaction(mode: str, consent: bool | None, blank: bool) -> None:
+    record = {
+        "id": "5",
+        "first_name": "Zoë",
+        "email": "zoe@example.com",
+        "notes": "private",
+        "updated_at": "2024-01-01T00:00:00Z",
+        "archived_at": None,
+        "accepted_privacy_policy": consent,
+    }
+    assert needs_redaction(record, mode) is blank
+    redacted = redact_patient(record)
+    assert redacted["first_name"] is None and redacted["email"] is None and redacted["notes"] is None
+    assert redacted["id"] == "5" and redacted["updated_at"] == "2024-01-01T00:00:00Z"
+    assert redacted["accepted_privacy_policy"] is consent
