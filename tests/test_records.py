@@ -33,7 +33,7 @@ DATES = date_fields(SCHEMA)
 
 
 def test_date_fields_come_from_the_schema_formats() -> None:
-    assert DATES == {"date_of_birth", "archived_at", "deleted_at", "updated_at"}
+    assert {"date_of_birth", "archived_at", "deleted_at", "updated_at"} == DATES
 
 
 def test_nineteen_digit_id_never_passes_through_a_float() -> None:
@@ -112,6 +112,8 @@ def test_consent_redaction(mode: str, consent: bool | None, blank: bool) -> None
     }
     assert needs_redaction(record, mode) is blank
     redacted = redact_patient(record)
-    assert redacted["first_name"] is None and redacted["email"] is None and redacted["notes"] is None
+    assert (
+        redacted["first_name"] is None and redacted["email"] is None and redacted["notes"] is None
+    )
     assert redacted["id"] == "5" and redacted["updated_at"] == "2024-01-01T00:00:00Z"
     assert redacted["accepted_privacy_policy"] is consent

@@ -1,0 +1,216 @@
+"""The three streams against the local Cliniko over real HTTP: records, filters, paging, state."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonschema
+import pytest
+
+from tests.conftest import STREAMS, run_tap, tap_config
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "schemas" / "patient.json").read_text())
+STATUS_STREAM = {
+    "active": "patients",
+    "archived": "archived_patients",
+    "deleted": "deleted_patients",
+}
+
+
+def expected_ids(server: Any) -> dict[str, set[str]]:
+    """Ids per stream, from the server's own view of every patient."""
+    ids: dict[str, set[str]] = {name: set() for name in STREAMS}
+    for patient_id, entry in server.store.snapshot().items():
+        ids[STATUS_STREAM[entry["status"]]].add(patient_id)
+    return ids
+
+
+def list_requests(server: Any) -> list[list[tuple[str, str]]]:
+    """Query parameters of every list request the server answered."""
+    return [
+        parse_qsl(r.query_string, keep_blank_values=True)
+        for r in server.requests
+        if r.method == "GET"
+        and r.path.rstrip("/").split("/")[-1] in ("patients", "archived", "deleted")
+    ]
+
+
+@pytest.mark.parametrize("behaviour", ["current", "legacy"])
+def test_full_sync_emits_every_patient_once_in_its_stream(sandbox: Any, behaviour: str) -> None:
+    with sandbox(patients=420, seed=3, behaviour=behaviour) as server:
+        result = run_tap(tap_config(server.base_url, per_page=25))
+        expected = expected_ids(server)
+    validator = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+    for stream in STREAMS:
+        ids = result.ids(stream)
+        assert len(ids) == len(set(ids)), f"{stream}: a primary key repeated within one sync"
+        assert set(ids) == expected[stream]
+        for record in result.records[stream]:
+            assert isinstance(record["id"], str) and record["id"].isdigit()
+            assert record["updated_at"]
+            validator.validate(record)
+    assert expected["archived_patients"] and expected["deleted_patients"]
+
+
+def test_legacy_empty_dates_become_null_and_other_strings_stay(sandbox: Any) -> None:
+    with sandbox(patients=120, seed=4, behaviour="legacy") as server:
+        result = run_tap(tap_config(server.base_url))
+    active = result.records["patients"]
+    assert all(r["archived_at"] is None and r["deleted_at"] is None for r in active)
+    assert any(r.get("notes") == "" for r in active), "empty non-date strings are kept as sent"
+    assert {r["id"] for r in active} <= {str(n) for n in range(1, 121)}
+
+
+def test_current_ids_are_nineteen_digit_strings_and_deleted_ids_come_from_links(
+    sandbox: Any,
+) -> None:
+    with sandbox(patients=150, seed=5, behaviour="current") as server:
+        result = run_tap(tap_config(server.base_url))
+        snapshot = server.store.snapshot()
+    assert all(len(i) >= 18 for i in result.ids("patients"))
+    for record in result.records["deleted_patients"]:
+        assert snapshot[record["id"]]["status"] == "deleted"
+        assert record["updated_at"] == record["deleted_at"]
+
+
+def test_incremental_filter_survives_every_page_and_no_parameter_repeats(sandbox: Any) -> None:
+    with sandbox(patients=300, seed=6) as server:
+        first = run_tap(tap_config(server.base_url, per_page=10))
+        server.requests.clear()
+        for patient_id, entry in list(server.store.snapshot().items())[:60]:
+            if entry["status"] == "active":
+                server.store.update_patient(patient_id, {"notes": "changed"})
+        second = run_tap(tap_config(server.base_url, per_page=10), state=first.state)
+        queries = list_requests(server)
+    bookmark = first.bookmark("patients")
+    assert bookmark is not None
+    patients_queries = [q for q in queries if ("q[]", f"updated_at:>={bookmark}") in q]
+    assert len(patients_queries) >= 3, "the changed patients span several pages"
+    for query in queries:
+        assert len(query) == len(set(query)), f"a parameter was sent twice: {query}"
+        keys = Counter(key for key, _ in query)
+        assert keys["page"] == 0 and keys["sort"] == 1 and keys["per_page"] == 1
+    assert len(second.records["patients"]) >= 1
+    assert all(r["notes"] == "changed" for r in second.records["patients"])
+
+
+def test_start_date_and_bookmark_the_later_wins(sandbox: Any) -> None:
+    with sandbox(patients=80, seed=7) as server:
+        early, late = "2001-01-01T00:00:00Z", "2099-01-01T00:00:00Z"
+        state = {
+            "bookmarks": {
+                "patients": {"replication_key": "updated_at", "replication_key_value": late}
+            }
+        }
+        server.requests.clear()
+        result = run_tap(tap_config(server.base_url, start_date=early), state=state)
+        first_query = list_requests(server)[0]
+        assert ("q[]", f"updated_at:>={late}") in first_query
+        assert result.records["patients"] == []
+
+        server.requests.clear()
+        run_tap(
+            tap_config(server.base_url, start_date=late),
+            state={
+                "bookmarks": {
+                    "patients": {"replication_key": "updated_at", "replication_key_value": early}
+                }
+            },
+        )
+        assert ("q[]", f"updated_at:>={late}") in list_requests(server)[0]
+
+        server.requests.clear()
+        run_tap(tap_config(server.base_url))
+        assert not any(key == "q[]" for key, _ in list_requests(server)[0]), (
+            "a first full sync sends no filter"
+        )
+
+
+def test_bookmark_never_passes_the_server_clock_at_sync_start(sandbox: Any) -> None:
+    # Cliniko's clock runs an hour behind this machine's, so the local clock cannot be the cap.
+    # Patient A changes after its page was read, patient B a second later before its page is
+    # read: a bookmark taken from B's updated_at (or the local clock) would lose A's change.
+    with sandbox(patients=200, seed=8, clock_offset_seconds=-3600) as server:
+        active = sorted(
+            (i for i, e in server.store.snapshot().items() if e["status"] == "active"), key=int
+        )
+        first_page, later_page = active[0], active[-1]
+        changed: list[str] = []
+
+        def change_between_pages(route: str, args: Any) -> None:
+            is_second_page = any(v.startswith("id:") for v in args.getlist("q[]"))
+            if route.endswith("/patients") and is_second_page and not changed:
+                server.store.update_patient(first_page, {"notes": "changed after its page"})
+                time.sleep(1.1)
+                server.store.update_patient(later_page, {"notes": "changed before its page"})
+                changed.append(first_page)
+
+        server.before_list_page = change_between_pages
+        first = run_tap(tap_config(server.base_url, per_page=20))
+        server.before_list_page = None
+        second = run_tap(tap_config(server.base_url, per_page=20), state=first.state)
+        final = server.store.snapshot()[first_page]["record"]
+    assert changed, "the hook ran"
+    mark = first.bookmark("patients")
+    assert mark is not None
+    assert datetime.fromisoformat(mark.replace("Z", "+00:00")) < datetime.now(UTC) - timedelta(
+        minutes=30
+    ), "capped by Cliniko's clock, not this machine's"
+    latest = [r for r in second.records["patients"] if r["id"] == first_page]
+    assert latest and latest[-1]["notes"] == "changed after its page" == final["notes"]
+
+
+def test_deleted_route_falls_back_to_deleted_at_when_updated_at_is_not_searchable(
+    sandbox: Any,
+) -> None:
+    with sandbox(patients=120, seed=9, behaviour="current") as server:
+        first = run_tap(tap_config(server.base_url))
+        victim = next(i for i, e in server.store.snapshot().items() if e["status"] == "active")
+        server.store.delete_patient(victim)
+        server.requests.clear()
+        second = run_tap(tap_config(server.base_url), state=first.state)
+        deleted_queries = [r for r in server.requests if r.path.endswith("/patients/deleted")]
+    assert deleted_queries[0].status == 400
+    assert "deleted_at%3A%3E%3D" in deleted_queries[1].query_string or "deleted_at:>=" in (
+        deleted_queries[1].query_string
+    )
+    assert victim in second.ids("deleted_patients")
+
+
+def test_archiving_without_updated_at_change_is_still_seen(sandbox: Any) -> None:
+    with sandbox(patients=100, seed=10, archive_touches_updated_at=False) as server:
+        first = run_tap(tap_config(server.base_url))
+        victim = next(i for i, e in server.store.snapshot().items() if e["status"] == "active")
+        server.store.archive_patient(victim)
+        second = run_tap(tap_config(server.base_url), state=first.state)
+    assert victim in second.ids("archived_patients")
+    assert victim not in second.ids("patients")
+
+
+def test_nothing_changed_costs_one_request_for_patients(sandbox: Any) -> None:
+    with sandbox(patients=500, seed=11) as server:
+        first = run_tap(tap_config(server.base_url))
+        server.requests.clear()
+        second = run_tap(tap_config(server.base_url), state=first.state)
+        per_route = Counter(r.path for r in server.requests)
+    assert all(not rows for rows in second.records.values())
+    assert per_route["/v1/patients"] == 1
+    assert per_route["/v1/patients/deleted"] == 1
+    assert per_route["/v1/patients/archived"] == 2, "updated_at and archived_at passes"
+
+
+def test_full_sync_request_count_is_near_the_page_count(sandbox: Any) -> None:
+    with sandbox(patients=2000, seed=12) as server:
+        expected = expected_ids(server)
+        result = run_tap(tap_config(server.base_url))
+        per_route = Counter(r.path for r in server.requests)
+    pages = -(-len(expected["patients"]) // 100)
+    assert pages <= per_route["/v1/patients"] <= pages + 1
+    assert set(result.ids("patients")) == expected["patients"]
+    assert len(result.ids("patients")) == len(expected["patients"])
