@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
@@ -14,6 +17,8 @@ from tap_cliniko.client import ClinikoAPI
 from tap_cliniko.cliniko import ClinikoError
 from tap_cliniko.settings import CONFIG_SCHEMA, check_config, resolve_base_url
 from tap_cliniko.streams import ArchivedPatientsStream, DeletedPatientsStream, PatientsStream
+
+STREAM_TYPES = (PatientsStream, ArchivedPatientsStream, DeletedPatientsStream)
 
 
 class BufferedWriter(MsgSpecWriter):
@@ -39,7 +44,7 @@ class TapCliniko(Tap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        return [PatientsStream(self), ArchivedPatientsStream(self), DeletedPatientsStream(self)]
+        return [stream_type(self) for stream_type in STREAM_TYPES]
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
@@ -63,9 +68,44 @@ class TapCliniko(Tap):
         )
 
 
+def _option_values(argv: list[str], flag: str) -> list[str]:
+    values = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
+    return values + [arg.split("=", 1)[1] for arg in argv if arg.startswith(f"{flag}=")]
+
+
+def check_input_files(argv: list[str]) -> None:
+    """Refuse unreadable config, state and catalog files in one line, before any output."""
+    documents: dict[str, Any] = {}
+    for flag in ("--config", "--state", "--catalog"):
+        for path in _option_values(argv, flag):
+            if flag == "--config" and path == "ENV":
+                continue
+            kind = flag.removeprefix("--")
+            try:
+                documents[kind] = json.loads(Path(path).read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise ClinikoError(f"cannot read the {kind} file {path}: {exc.strerror}") from None
+            except ValueError:
+                raise ClinikoError(
+                    f"the {kind} file {path} is not valid JSON: fix it, or remove it"
+                    + (" to start a full sync" if kind == "state" else "")
+                ) from None
+            if not isinstance(documents[kind], dict):
+                raise ClinikoError(f"the {kind} file {path} must hold a JSON object")
+    known = {stream.name for stream in STREAM_TYPES}
+    for entry in documents.get("catalog", {}).get("streams", []):
+        name = entry.get("tap_stream_id") or entry.get("stream")
+        if name not in known:
+            raise ClinikoError(
+                f"the catalog names an unknown stream {name!r} (this tap has"
+                f" {', '.join(sorted(known))}): run tap-cliniko --discover for a fresh catalog"
+            )
+
+
 def main() -> None:
     """Run the tap's command line, turning known failures into one line on stderr."""
     try:
+        check_input_files(sys.argv[1:])
         TapCliniko.cli()
     except ClinikoError as exc:
         print(f"tap-cliniko: error: {exc}", file=sys.stderr)
