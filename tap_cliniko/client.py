@@ -55,7 +55,7 @@ class RetryableResponse(Exception):
 
 @dataclass
 class RequestBudget:
-    """Client-side throttle: at most `per_minute` requests in any rolling 60 seconds.
+    """Client-side throttle: at most `per_minute` requests in any rolling 60 seconds (0: no cap).
 
     Shared by every stream and thread of one tap run; a 429 pauses everyone until its reset.
     """
@@ -76,7 +76,7 @@ class RequestBudget:
                 while self._sent and now - self._sent[0] >= self.window:
                     self._sent.popleft()
                 wait = self._paused_until - now
-                if wait <= 0 and len(self._sent) >= self.per_minute:
+                if wait <= 0 and 0 < self.per_minute <= len(self._sent):
                     wait = self._sent[0] + self.window - now
                 if wait <= 0:
                     self._sent.append(now)

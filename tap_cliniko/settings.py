@@ -62,10 +62,11 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "max_requests_per_minute",
-        th.IntegerType(nullable=False, minimum=1, maximum=CLINIKO_REQUESTS_PER_MINUTE),
+        th.IntegerType(nullable=False, minimum=0, maximum=CLINIKO_REQUESTS_PER_MINUTE),
         default=190,
         description="Client-side request budget per rolling minute, shared by all streams"
-        " (Cliniko allows 200 per user).",
+        " (Cliniko allows 200 per user). 0 turns the throttle off: only for the local Cliniko"
+        " or a proxy that limits for you.",
     ),
     th.Property(
         "max_retry_seconds",
