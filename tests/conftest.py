@@ -18,6 +18,11 @@ from tap_cliniko.tap import TapCliniko
 SANDBOX_KEY = "sandbox0test0key-au1"
 USER_AGENT = "tap-cliniko tests (tests@example.com)"
 STREAMS = ("patients", "archived_patients", "deleted_patients")
+STATUS_STREAM = {
+    "active": "patients",
+    "archived": "archived_patients",
+    "deleted": "deleted_patients",
+}
 
 
 @dataclass

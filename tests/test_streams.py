@@ -13,14 +13,9 @@ from urllib.parse import parse_qsl
 import jsonschema
 import pytest
 
-from tests.conftest import STREAMS, run_tap, tap_config
+from tests.conftest import STATUS_STREAM, STREAMS, run_tap, tap_config
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "schemas" / "patient.json").read_text())
-STATUS_STREAM = {
-    "active": "patients",
-    "archived": "archived_patients",
-    "deleted": "deleted_patients",
-}
 
 
 def expected_ids(server: Any) -> dict[str, set[str]]:
