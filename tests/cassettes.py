@@ -1,0 +1,127 @@
+"""vcrpy cassettes of the core tests: how they are recorded, scrubbed and replayed.
+
+Re-record from the local Cliniko:   python -m tests.cassettes
+Re-record from a real account:      CLINIKO_API_KEY=... python -m tests.cassettes --real
+A real account's patients are replaced by synthetic values before anything is written,
+and no cassette ever holds the Authorization header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import vcr
+
+CASSETTES = Path(__file__).parent / "cassettes"
+RECORD_PORT = 18765
+LOCAL_BASE_URL = f"http://127.0.0.1:{RECORD_PORT}/v1"
+# Kept from a real account: structure, ids, timestamps, consent. Everything else is replaced.
+KEPT = {
+    "id",
+    "created_at",
+    "updated_at",
+    "archived_at",
+    "deleted_at",
+    "merged_at",
+    "accepted_privacy_policy",
+}
+DROPPED_HEADERS = ("Authorization", "Set-Cookie", "Cookie")
+
+
+def scrub_patient(patient: dict[str, Any], serial: int) -> dict[str, Any]:
+    """Replace a real patient's personal values with synthetic ones of the same type."""
+    scrubbed: dict[str, Any] = {}
+    for name, value in patient.items():
+        if name in KEPT or value is None or isinstance(value, bool):
+            scrubbed[name] = value
+        elif isinstance(value, str):
+            scrubbed[name] = "" if value == "" else f"synthetic {name} {serial}"
+        elif isinstance(value, dict) and set(value) == {"links"}:
+            scrubbed[name] = value
+        elif isinstance(value, list):
+            scrubbed[name] = []
+        else:
+            scrubbed[name] = None
+    return scrubbed
+
+
+def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
+    """Scrub patient bodies and cookies from a response before it is written."""
+    for header in list(response["headers"]):
+        if header.title() in DROPPED_HEADERS:
+            del response["headers"][header]
+    body = response["body"].get("string")
+    if body:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return response
+        if isinstance(data, dict) and isinstance(data.get("patients"), list):
+            data["patients"] = [scrub_patient(p, n) for n, p in enumerate(data["patients"], 1)]
+            response["body"]["string"] = json.dumps(data).encode()
+    return response
+
+
+def cassette_vcr(*, record: bool, real: bool = False) -> vcr.VCR:
+    """The VCR every core test and the recorder use."""
+    return vcr.VCR(
+        cassette_library_dir=str(CASSETTES),
+        record_mode="all" if record else "none",
+        match_on=["method", "scheme", "host", "port", "path", "query"],
+        filter_headers=[h.lower() for h in DROPPED_HEADERS],
+        before_record_response=scrub_response if real else _drop_cookies,
+        decode_compressed_response=True,
+        allow_playback_repeats=True,
+    )
+
+
+def _drop_cookies(response: dict[str, Any]) -> dict[str, Any]:
+    for header in list(response["headers"]):
+        if header.title() in DROPPED_HEADERS:
+            del response["headers"][header]
+    return response
+
+
+def record(name: str, behaviour: str, base_url: str | None, api_key: str | None) -> None:
+    """Run one full sync of the tap inside a recording cassette."""
+    from tap_cliniko.sandbox import SandboxConfig, SandboxServer
+    from tests.conftest import SANDBOX_KEY, run_tap, tap_config
+
+    cassette = cassette_vcr(record=True, real=api_key is not None)
+    if api_key is not None:
+        config = {"api_key": api_key, "user_agent": "tap-cliniko cassettes (dev@example.com)"}
+        if base_url:
+            config["base_url"] = base_url
+        with cassette.use_cassette(f"{name}.yaml"):
+            run_tap(config)
+        return
+    settings = SandboxConfig(
+        patients=60, seed=2024, behaviour=behaviour, api_key=SANDBOX_KEY, port=RECORD_PORT
+    )
+    with SandboxServer(settings) as server, cassette.use_cassette(f"{name}.yaml"):
+        run_tap(tap_config(server.base_url, per_page=25))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--real", action="store_true", help="record CLINIKO_API_KEY's account")
+    args = parser.parse_args()
+    if args.real:
+        api_key = os.environ["CLINIKO_API_KEY"]
+        record("real", "current", os.environ.get("CLINIKO_BASE_URL"), api_key)
+        print(f"recorded {CASSETTES / 'real.yaml'} (patients scrubbed)")
+        return 0
+    for behaviour in ("legacy", "current"):
+        (CASSETTES / f"{behaviour}.yaml").unlink(missing_ok=True)
+        record(behaviour, behaviour, None, None)
+        print(f"recorded {CASSETTES / behaviour}.yaml")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
