@@ -1,0 +1,158 @@
+"""The API key, the Authorization header and patient data never leak into any output."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import USER_AGENT
+
+CANARY = "LEAKCANARY0c4f7e9a2b1d-au1"
+TAP = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
+
+
+def forbidden_strings(key: str) -> list[str]:
+    """The key, and the Authorization value it would make, in every encoding a log might use."""
+    basic = base64.b64encode(f"{key}:".encode()).decode()
+    return [key, key.rsplit("-", 1)[0], basic, f"Basic {basic}", "Authorization"]
+
+
+def run_logged(tmp_path: Path, config: dict[str, Any]) -> tuple[str, str, int]:
+    """Run the tap at DEBUG level; return stdout, stderr and the exit code."""
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_CLINIKO_")}
+    env["LOGLEVEL"] = "DEBUG"
+    result = subprocess.run(
+        [*TAP, "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    return result.stdout, result.stderr, result.returncode
+
+
+def personal_values(server: Any) -> set[str]:
+    """Distinctive personal strings of the server's patients (names, e-mails, notes)."""
+    values = set()
+    for entry in server.store.snapshot().values():
+        record = entry["record"]
+        for name in ("email", "last_name", "notes", "address_1"):
+            value = record.get(name)
+            if isinstance(value, str) and len(value) >= 8:
+                values.add(value)
+    return values
+
+
+def assert_clean(text: str, key: str, where: str) -> None:
+    for secret in forbidden_strings(key):
+        assert secret not in text, f"{where} holds {secret[:12]}..."
+
+
+FAILURES = {
+    "success": {},
+    "401 wrong shard": {"key_suffix": "-uk1"},
+    "403": {"fail_next": (1, 403)},
+    "404": {"path": "/v2"},
+    "500s exhaust the retry budget": {"fail_next": (50, 500), "max_retry_seconds": 3},
+    "429 storm beyond the retry budget": {"throttle": 30, "max_retry_seconds": 2},
+    "truncated json": {"truncate_rate": 1.0, "max_retry_seconds": 3},
+    "html error page with 200": {"html_200_rate": 1.0, "max_retry_seconds": 3},
+}
+
+
+@pytest.mark.parametrize("case", FAILURES)
+def test_no_secret_or_patient_data_in_any_output(tmp_path: Path, sandbox: Any, case: str) -> None:
+    how = FAILURES[case]
+    faults = {k: how[k] for k in ("truncate_rate", "html_200_rate") if k in how}
+    with sandbox(patients=40, seed=21, api_key=CANARY, **faults) as server:
+        config: dict[str, Any] = {
+            "api_key": CANARY.rsplit("-", 1)[0] + how.get("key_suffix", "-au1"),
+            "user_agent": USER_AGENT,
+            "base_url": server.base_url.removesuffix("/v1") + how.get("path", "/v1"),
+            "max_retry_seconds": how.get("max_retry_seconds", 600),
+        }
+        if "fail_next" in how:
+            count, status = how["fail_next"]
+            server.faults.fail_next(count, status=status)
+        if "throttle" in how:
+            server.faults.throttle_for(how["throttle"], header="Retry-After")
+        stdout, stderr, code = run_logged(tmp_path, config)
+        personal = personal_values(server)
+    assert (code == 0) == (case == "success"), stderr[-2000:]
+    assert_clean(stdout, config["api_key"], "stdout")
+    assert_clean(stderr, config["api_key"], "stderr")
+    if case != "success":
+        assert "Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1].startswith("tap-cliniko: error:")
+    leaked = [value for value in personal if value in stderr]
+    assert not leaked, f"patient data in the log: {len(leaked)} values"
+    state_lines = [line for line in stdout.splitlines() if '"STATE"' in line]
+    for line in state_lines:
+        assert_clean(line, config["api_key"], "state")
+
+
+def _serve(host: str, next_link: str | None, seen: list[dict[str, str]]) -> ThreadingHTTPServer:
+    """A Cliniko look-alike answering one patient and next_link; records request headers."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            links = {"next": next_link} if next_link else {}
+            body = json.dumps(
+                {
+                    "patients": [{"id": 1, "updated_at": "2024-01-01T00:00:00Z"}],
+                    "total_entries": 2,
+                    "links": links,
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@contextmanager
+def off_host_cliniko() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A Cliniko whose next link points at another host, which records any request it gets."""
+    elsewhere_seen: list[dict[str, str]] = []
+    elsewhere = _serve("127.0.0.2", None, elsewhere_seen)
+    link = f"http://127.0.0.2:{elsewhere.server_address[1]}/v1/patients?page=2"
+    cliniko = _serve("127.0.0.1", link, [])
+    try:
+        yield f"http://127.0.0.1:{cliniko.server_address[1]}/v1", elsewhere_seen
+    finally:
+        for server in (cliniko, elsewhere):
+            server.shutdown()
+            server.server_close()
+
+
+def test_off_host_next_link_is_refused_before_credentials_are_sent(tmp_path: Path) -> None:
+    with off_host_cliniko() as (base_url, elsewhere_seen):
+        config = {"api_key": CANARY, "user_agent": USER_AGENT, "base_url": base_url}
+        stdout, stderr, code = run_logged(tmp_path, config)
+    assert code != 0
+    assert "refusing to send the API key to http://127.0.0.2" in stderr
+    assert elsewhere_seen == [], "the other host received a request"
+    assert_clean(stderr, CANARY, "stderr")
