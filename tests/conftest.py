@@ -27,11 +27,12 @@ STATUS_STREAM = {
 
 @dataclass
 class SyncResult:
-    """What one tap run wrote: records per stream, every STATE, and the raw lines."""
+    """What one tap run wrote: records per stream and in order, every STATE, the raw lines."""
 
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     states: list[dict[str, Any]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    sequence: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def state(self) -> dict[str, Any] | None:
@@ -58,6 +59,7 @@ def parse_output(text: str) -> SyncResult:
         message = json.loads(line)
         if message["type"] == "RECORD":
             result.records.setdefault(message["stream"], []).append(message["record"])
+            result.sequence.append((message["stream"], message["record"]))
         elif message["type"] == "STATE":
             result.states.append(message["value"])
     return result

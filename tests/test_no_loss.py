@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from tap_cliniko import paging
 from tap_cliniko.paging import Fetch, Page, Params, page_ids
-from tests.conftest import STATUS_STREAM, STREAMS, SyncResult, run_tap, tap_config
+from tests.conftest import STATUS_STREAM, SyncResult, run_tap, tap_config
 
 SCHEDULES = int(os.environ.get("NO_LOSS_SCHEDULES", "200"))
 OPERATIONS = ("create", "update", "archive", "unarchive", "delete")
@@ -91,9 +91,8 @@ def emissions(results: list[SyncResult]) -> dict[str, tuple[str, dict[str, Any]]
     """The last (stream, record) emitted per id, across runs and streams in emission order."""
     last: dict[str, tuple[str, dict[str, Any]]] = {}
     for result in results:
-        for stream in STREAMS:  # the tap syncs its streams in this order
-            for record in result.records[stream]:
-                last[record["id"]] = (stream, record)
+        for stream, record in result.sequence:
+            last[record["id"]] = (stream, record)
     return last
 
 
