@@ -41,6 +41,9 @@ _PACKAGE = Path(__file__).resolve().parent
 SCHEMAS = _PACKAGE / "schemas" if (_PACKAGE / "schemas").is_dir() else _PACKAGE.parent / "schemas"
 
 
+LEARNED_FALLBACKS = "unsearchable_filters"
+
+
 class NotSearchable(ClinikoError):
     """Cliniko refused a filter on a column it cannot search (400 'not searchable')."""
 
@@ -227,7 +230,7 @@ class ClinikoStream(RESTStream[Any]):
     @override
     def request_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
         start = self.get_starting_timestamp(context)
-        passes = [[cliniko.since_filter(f, start)] for f in self.since_fields] if start else [[]]
+        passes = [self._since(f, start, context) for f in self.since_fields] if start else [[]]
         emitted: dict[str, tuple[Any, ...]] = {}
         for filters in passes:
             for raw in self._scan(filters, context):
@@ -238,6 +241,12 @@ class ClinikoStream(RESTStream[Any]):
                         continue
                     emitted[key] = version
                 yield raw
+
+    def _since(self, column: str, start: datetime, context: Context | None) -> list[str]:
+        """The filter selecting rows changed since start, as far as this account allows."""
+        learned = self.get_context_state(context).get(LEARNED_FALLBACKS, {})
+        instead = learned.get(column, column)
+        return [cliniko.since_filter(instead, start)] if instead else []
 
     def _scan(self, filters: list[str], context: Context | None) -> Iterator[dict[str, Any]]:
         url = f"{self.url_base}{self.path}"
@@ -252,6 +261,9 @@ class ClinikoStream(RESTStream[Any]):
             if column not in self.fallbacks:
                 raise
             instead = self.fallbacks[column]
+            # Kept in the stream's state, so later runs do not ask for the refused filter again.
+            state = self.get_context_state(context)
+            state.setdefault(LEARNED_FALLBACKS, {})[column] = instead
             LOGGER.info(
                 "%s: Cliniko cannot filter on %s here; using %s instead",
                 self.name,

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import STATUS_STREAM, STREAMS, run_tap, tap_config
 
+LIST_ROUTES = ("/v1/patients", "/v1/patients/archived", "/v1/patients/deleted")
 SCHEMA = json.loads((Path(__file__).parents[1] / "schemas" / "patient.json").read_text())
 
 
@@ -26,13 +27,12 @@ def expected_ids(server: Any) -> dict[str, set[str]]:
     return ids
 
 
-def list_requests(server: Any) -> list[list[tuple[str, str]]]:
-    """Query parameters of every list request the server answered."""
+def list_requests(server: Any, route: str | None = None) -> list[list[tuple[str, str]]]:
+    """Query parameters of every list request the server answered (on one route if given)."""
     return [
         parse_qsl(r.query_string, keep_blank_values=True)
         for r in server.requests
-        if r.method == "GET"
-        and r.path.rstrip("/").split("/")[-1] in ("patients", "archived", "deleted")
+        if r.method == "GET" and r.path in LIST_ROUTES and route in (None, r.path)
     ]
 
 
@@ -78,7 +78,7 @@ def test_incremental_filter_survives_every_page_and_no_parameter_repeats(sandbox
     with sandbox(patients=300, seed=6) as server:
         first = run_tap(tap_config(server.base_url, per_page=10))
         server.requests.clear()
-        for patient_id, entry in list(server.store.snapshot().items())[:60]:
+        for patient_id, entry in list(server.store.snapshot().items())[:80]:
             if entry["status"] == "active":
                 server.store.update_patient(patient_id, {"notes": "changed"})
         second = run_tap(tap_config(server.base_url, per_page=10), state=first.state)
@@ -91,8 +91,12 @@ def test_incremental_filter_survives_every_page_and_no_parameter_repeats(sandbox
         assert len(query) == len(set(query)), f"a parameter was sent twice: {query}"
         keys = Counter(key for key, _ in query)
         assert keys["page"] == 0 and keys["sort"] == 1 and keys["per_page"] == 1
-    assert len(second.records["patients"]) >= 1
-    assert all(r["notes"] == "changed" for r in second.records["patients"])
+    changed = [r for r in second.records["patients"] if r["notes"] == "changed"]
+    assert len(changed) >= 30
+    others = [r for r in second.records["patients"] if r["notes"] != "changed"]
+    assert all(r["updated_at"] == bookmark for r in others), (
+        "only the bookmark's own second repeats"
+    )
 
 
 def test_start_date_and_bookmark_the_later_wins(sandbox: Any) -> None:
@@ -105,7 +109,7 @@ def test_start_date_and_bookmark_the_later_wins(sandbox: Any) -> None:
         }
         server.requests.clear()
         result = run_tap(tap_config(server.base_url, start_date=early), state=state)
-        first_query = list_requests(server)[0]
+        first_query = list_requests(server, "/v1/patients")[0]
         assert ("q[]", f"updated_at:>={late}") in first_query
         assert result.records["patients"] == []
 
@@ -118,11 +122,11 @@ def test_start_date_and_bookmark_the_later_wins(sandbox: Any) -> None:
                 }
             },
         )
-        assert ("q[]", f"updated_at:>={late}") in list_requests(server)[0]
+        assert ("q[]", f"updated_at:>={late}") in list_requests(server, "/v1/patients")[0]
 
         server.requests.clear()
         run_tap(tap_config(server.base_url))
-        assert not any(key == "q[]" for key, _ in list_requests(server)[0]), (
+        assert not any(key == "q[]" for key, _ in list_requests(server, "/v1/patients")[0]), (
             "a first full sync sends no filter"
         )
 
@@ -188,13 +192,17 @@ def test_archiving_without_updated_at_change_is_still_seen(sandbox: Any) -> None
     assert victim not in second.ids("patients")
 
 
-def test_nothing_changed_costs_one_request_for_patients(sandbox: Any) -> None:
+def test_nothing_changed_costs_one_request_per_stream(sandbox: Any) -> None:
     with sandbox(patients=500, seed=11) as server:
         first = run_tap(tap_config(server.base_url))
-        server.requests.clear()
         second = run_tap(tap_config(server.base_url), state=first.state)
+        server.requests.clear()
+        third = run_tap(tap_config(server.base_url), state=second.state)
         per_route = Counter(r.path for r in server.requests)
-    assert all(not rows for rows in second.records.values())
+        statuses = {r.status for r in server.requests}
+    for stream, rows in third.records.items():
+        assert all(r["updated_at"] == second.bookmark(stream) for r in rows), "only >= repeats"
+    assert statuses == {200}, "the refused updated_at filter was remembered in state"
     assert per_route["/v1/patients"] == 1
     assert per_route["/v1/patients/deleted"] == 1
     assert per_route["/v1/patients/archived"] == 2, "updated_at and archived_at passes"

@@ -1,0 +1,141 @@
+"""A local Cliniko-compatible API server with synthetic patients, for demos, tests, benchmarks.
+
+It imports nothing from the tap, and the tap nothing from it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from tap_cliniko.sandbox.app import RateLimiter, RequestRecord, create_app
+from tap_cliniko.sandbox.faults import Faults
+from tap_cliniko.sandbox.store import Store
+
+__all__ = ["RequestRecord", "SandboxConfig", "SandboxServer"]
+
+
+@dataclass
+class SandboxConfig:
+    """How a local Cliniko starts: data, behaviour, limits and faults."""
+
+    patients: int = 500
+    seed: int = 1
+    data_dir: Path | None = None
+    behaviour: str = "current"  # or "legacy": the older API page's shapes
+    api_key: str = "sandbox-key-au1"
+    shard: str = "au1"
+    rate_limit_per_minute: int = 0
+    rate_limit_header: str = "X-RateLimit-Reset"  # or "Retry-After" or "both"
+    archive_touches_updated_at: bool = True
+    clock_offset_seconds: float = 0.0
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    truncate_rate: float = 0.0
+    html_200_rate: float = 0.0
+    fault_seed: int = 0
+    host: str = "127.0.0.1"
+    port: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr (the tests read the tap's stderr)."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        return
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # The app sets Date from the server's (possibly skewed) clock; send only the status.
+        self.log_request(code)
+        self.send_response_only(code, message)
+
+    def log_error(self, *args: Any) -> None:
+        return
+
+
+class SandboxServer:
+    """A running local Cliniko on a background thread: `with SandboxServer(config) as server:`."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        if config.behaviour not in ("current", "legacy"):
+            raise ValueError("behaviour must be 'current' or 'legacy'")
+        self.config = config
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        data_dir = config.data_dir
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="cliniko-sandbox-")
+            data_dir = Path(self._tmp.name)
+        self.store = Store(
+            Path(data_dir) / "cliniko.sqlite3",
+            behaviour=config.behaviour,
+            clock=self.now,
+            archive_touches_updated_at=config.archive_touches_updated_at,
+        )
+        self.store.seed(config.patients, config.seed)
+        self.faults = Faults(
+            latency_ms=config.latency_ms,
+            error_rate=config.error_rate,
+            drop_rate=config.drop_rate,
+            truncate_rate=config.truncate_rate,
+            html_200_rate=config.html_200_rate,
+            seed=config.fault_seed,
+        )
+        self.requests: list[RequestRecord] = []
+        self.before_list_page: Any = None
+        app = create_app(
+            self.store,
+            api_key=config.api_key,
+            shard=config.shard,
+            faults=self.faults,
+            limiter=RateLimiter(config.rate_limit_per_minute),
+            rate_limit_header=config.rate_limit_header,
+            server_time=lambda: time.time() + config.clock_offset_seconds,
+            requests_log=self.requests,
+            hook=lambda: self.before_list_page,
+        )
+        self._server: BaseWSGIServer = make_server(
+            config.host, config.port, app, threaded=True, request_handler=_QuietHandler
+        )
+        self.port = self._server.server_port
+        self.base_url = f"http://{config.host}:{self.port}/v1"
+        self.store.link_base = self.base_url
+        self._thread: threading.Thread | None = None
+
+    def now(self) -> datetime:
+        """The server's clock: this machine's plus the configured offset, to the second."""
+        moment = datetime.fromtimestamp(time.time() + self.config.clock_offset_seconds, UTC)
+        return moment.replace(microsecond=0)
+
+    def start(self) -> SandboxServer:
+        """Serve on a background thread."""
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve on this thread until shutdown."""
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self._tmp:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

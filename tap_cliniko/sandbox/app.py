@@ -1,0 +1,289 @@
+"""The local Cliniko's HTTP API (Flask): auth, lists, filters, paging, writes, limits, faults."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Flask, Response, request
+
+from tap_cliniko.sandbox.faults import Faults
+from tap_cliniko.sandbox.store import QueryError, Store, ValidationFailed
+
+USER_AGENT = re.compile(r"^\S.*\(\s*[^()\s@]+@[^()\s@]+\.[^()\s@]+\s*\)\s*$")
+SHARD = re.compile(r"[a-z]{2}\d{1,2}")
+LIST_ROUTES = {
+    "/v1/patients": "active",
+    "/v1/patients/archived": "archived",
+    "/v1/patients/deleted": "deleted",
+}
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """What the server saw of one request (never its Authorization header)."""
+
+    method: str
+    path: str
+    query_string: str
+    status: int
+    time: float
+    headers_seen: dict[str, str]
+
+
+def key_shard(key: str) -> str | None:
+    """The shard a key names: the suffix after its last '-', au1 without one."""
+    if "-" not in key:
+        return "au1"
+    suffix = key.rsplit("-", 1)[1]
+    return suffix if SHARD.fullmatch(suffix) else None
+
+
+class RateLimiter:
+    """At most `per_minute` answered requests per key in any rolling 60 seconds."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._sent: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._lock = threading.Lock()
+
+    def admit(self, key: str) -> float | None:
+        """None when admitted (and counted); else the UNIX time a request will be allowed."""
+        if self.per_minute <= 0:
+            return None
+        with self._lock:
+            now = time.time()
+            sent = self._sent[key]
+            while sent and now - sent[0] >= 60:
+                sent.popleft()
+            if len(sent) >= self.per_minute:
+                return sent[0] + 60
+            sent.append(now)
+            return None
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        mimetype="application/json",
+        headers=headers,
+    )
+
+
+def message(text: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"message": text}, status, headers)
+
+
+def create_app(
+    store: Store,
+    *,
+    api_key: str,
+    shard: str,
+    faults: Faults,
+    limiter: RateLimiter,
+    rate_limit_header: str,
+    server_time: Callable[[], float],
+    requests_log: list[RequestRecord],
+    hook: Callable[[], Callable[[str, Any], None] | None],
+) -> Flask:
+    """The Flask app of one local Cliniko account."""
+    app = Flask("cliniko-sandbox")
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+
+    def base_url() -> str:
+        return f"{request.scheme}://{request.host}/v1"
+
+    @app.before_request
+    def gatekeeper() -> Response | None:
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000)
+        auth = request.headers.get("Authorization", "")
+        key = ""
+        if auth.startswith("Basic "):
+            try:
+                key = base64.b64decode(auth[6:]).decode().split(":", 1)[0]
+            except (ValueError, UnicodeDecodeError):
+                key = ""
+        if key != api_key or key_shard(key) != shard:
+            return message("Unauthorized: check the API key and its shard.", 401)
+        if not USER_AGENT.match(request.headers.get("User-Agent", "")):
+            return message(
+                "Send a User-Agent naming your app and a contact e-mail: 'App (you@example.com)'.",
+                400,
+            )
+        if "application/json" not in request.headers.get("Accept", "application/json") and (
+            "*/*" not in request.headers.get("Accept", "")
+        ):
+            return message("Only application/json is served.", 406)
+        if storm := faults.throttled():
+            return _too_many(storm[0], storm[1])
+        if (forced := faults.forced_status()) is not None:
+            return message("Injected failure.", forced, _retry_headers(forced))
+        if (allowed_at := limiter.admit(key)) is not None:
+            return _too_many(allowed_at, rate_limit_header)
+        if request.method == "GET":
+            if faults.roll(faults.error_rate):
+                return message("Injected server error.", faults.pick_error())
+            if faults.roll(faults.drop_rate):
+                _drop_connection()
+            if faults.roll(faults.html_200_rate):
+                return Response(
+                    "<html><body><h1>Maintenance</h1></body></html>", 200, mimetype="text/html"
+                )
+        return None
+
+    def _too_many(allowed_at: float, header: str) -> Response:
+        headers: dict[str, str] = {}
+        if header in ("X-RateLimit-Reset", "both"):
+            headers["X-RateLimit-Reset"] = str(math.ceil(allowed_at))
+        if header in ("Retry-After", "both"):
+            headers["Retry-After"] = str(max(1, math.ceil(allowed_at - time.time())))
+        return message("Too many requests", 429, headers)
+
+    def _retry_headers(status: int) -> dict[str, str]:
+        return {"Retry-After": "1"} if status == 429 else {}
+
+    def _drop_connection() -> None:
+        sock = request.environ.get("werkzeug.socket")
+        if isinstance(sock, socket.socket):
+            sock.shutdown(socket.SHUT_RDWR)
+        raise ConnectionAbortedError("injected drop")
+
+    @app.after_request
+    def stamp(response: Response) -> Response:
+        response.headers["Date"] = formatdate(server_time(), usegmt=True)
+        requests_log.append(
+            RequestRecord(
+                method=request.method,
+                path=request.path,
+                query_string=request.query_string.decode(),
+                status=response.status_code,
+                time=time.time(),
+                headers_seen={k: request.headers.get(k, "") for k in ("User-Agent", "Accept")},
+            )
+        )
+        return response
+
+    def list_route(route: str) -> Response:
+        if (before := hook()) is not None:
+            before(request.path, request.args)
+        try:
+            page = int(request.args.get("page", "1"))
+            per_page = int(request.args.get("per_page", "50"))
+        except ValueError:
+            return message("page and per_page must be integers.", 400)
+        if page < 1 or not 1 <= per_page <= 100:
+            return message("per_page must be between 1 and 100; page at least 1.", 400)
+        filters = request.args.getlist("q[]")
+        try:
+            patients, total = store.page(route, filters, request.args.get("sort"), page, per_page)
+        except QueryError as exc:
+            return message(str(exc), 400)
+        base = base_url()
+        params = [(k, v) for k, v in request.args.items(multi=True) if k != "page"]
+        link = f"{base}{request.path.removeprefix('/v1')}?"
+        links = {"self": link + urlencode([*params, ("page", page)])}
+        if page > 1:
+            links["previous"] = link + urlencode([*params, ("page", page - 1)])
+        if page * per_page < total:
+            links["next"] = link + urlencode([*params, ("page", page + 1)])
+        body = {
+            "patients": [store.render(p, base, listing=route) for p in patients],
+            "total_entries": total,
+            "links": links,
+        }
+        response = json_response(body)
+        if faults.roll(faults.truncate_rate):
+            data = response.get_data()
+            response.set_data(data[: len(data) // 2])
+        return response
+
+    @app.get("/v1/patients")
+    def active_patients() -> Response:
+        return list_route("active")
+
+    @app.get("/v1/patients/archived")
+    def archived_patients() -> Response:
+        return list_route("archived")
+
+    @app.get("/v1/patients/deleted")
+    def deleted_patients() -> Response:
+        return list_route("deleted")
+
+    @app.get("/v1/patients/<int:patient_id>")
+    def get_patient(patient_id: int) -> Response:
+        patient = store.get(patient_id)
+        if patient is None or (patient["deleted_at"] and store.behaviour == "current"):
+            return message("Not found", 404)
+        return json_response(store.render(patient, base_url()))
+
+    def body() -> dict[str, Any]:
+        data = request.get_json(silent=True)
+        return data if isinstance(data, dict) else {}
+
+    @app.post("/v1/patients")
+    def create_patient() -> Response:
+        try:
+            patient = store.create_patient(body())
+        except ValidationFailed as exc:
+            return json_response({"message": "Validation Failed", "errors": exc.errors}, 422)
+        location = f"{base_url()}/patients/{patient['id']}"
+        return json_response(
+            store.render(store.get(patient["id"]) or {}, base_url()), 201, {"Location": location}
+        )
+
+    @app.route("/v1/patients/<int:patient_id>", methods=["PUT", "PATCH"])
+    def update_patient(patient_id: int) -> Response:
+        try:
+            store.update_patient(patient_id, body())
+        except ValidationFailed as exc:
+            return json_response({"message": "Validation Failed", "errors": exc.errors}, 422)
+        except KeyError:
+            return message("Not found", 404)
+        return json_response(store.render(store.get(patient_id) or {}, base_url()))
+
+    @app.delete("/v1/patients/<int:patient_id>")
+    def delete_patient(patient_id: int) -> Response:
+        try:
+            store.delete_patient(patient_id)
+        except KeyError:
+            return message("Not found", 404)
+        return Response(status=204)
+
+    @app.post("/v1/patients/<int:patient_id>/archive")
+    def archive_patient(patient_id: int) -> Response:
+        try:
+            store.archive_patient(patient_id)
+        except KeyError:
+            return message("Not found", 404)
+        return Response(status=204)
+
+    @app.post("/v1/patients/<int:patient_id>/unarchive")
+    def unarchive_patient(patient_id: int) -> Response:
+        try:
+            store.unarchive_patient(patient_id)
+        except KeyError:
+            return message("Not found", 404)
+        return json_response(store.render(store.get(patient_id) or {}, base_url()))
+
+    @app.errorhandler(404)
+    def not_found(_: Exception) -> Response:
+        return message("Not found", 404)
+
+    @app.errorhandler(405)
+    def not_allowed(_: Exception) -> Response:
+        return message("Method not allowed", 405)
+
+    return app

@@ -1,0 +1,86 @@
+"""`cliniko-sandbox`: run a local Cliniko on 127.0.0.1 until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from tap_cliniko.sandbox import SandboxConfig, SandboxServer
+
+
+def parse_args(argv: list[str] | None = None) -> SandboxConfig:
+    parser = argparse.ArgumentParser(prog="cliniko-sandbox", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--patients", type=int, default=3000, help="synthetic patients to seed")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--data-dir", type=Path, default=Path(".sandbox"))
+    parser.add_argument("--behaviour", choices=["current", "legacy"], default="current")
+    parser.add_argument("--api-key", default="sandbox-key-au1")
+    parser.add_argument("--shard", default="au1")
+    parser.add_argument("--rate-limit", type=int, default=200, help="requests/min per key; 0 off")
+    parser.add_argument(
+        "--rate-limit-header",
+        choices=["X-RateLimit-Reset", "Retry-After", "both"],
+        default="X-RateLimit-Reset",
+    )
+    parser.add_argument(
+        "--archive-touches-updated-at", action=argparse.BooleanOptionalAction, default=True
+    )
+    parser.add_argument("--clock-offset-seconds", type=float, default=0.0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--drop-rate", type=float, default=0.0)
+    parser.add_argument("--truncate-rate", type=float, default=0.0)
+    parser.add_argument("--html-200-rate", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        parser.error("--host must be a loopback address: this server is for local use only")
+    return SandboxConfig(
+        patients=args.patients,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        behaviour=args.behaviour,
+        api_key=args.api_key,
+        shard=args.shard,
+        rate_limit_per_minute=args.rate_limit,
+        rate_limit_header=args.rate_limit_header,
+        archive_touches_updated_at=args.archive_touches_updated_at,
+        clock_offset_seconds=args.clock_offset_seconds,
+        latency_ms=args.latency_ms,
+        error_rate=args.error_rate,
+        drop_rate=args.drop_rate,
+        truncate_rate=args.truncate_rate,
+        html_200_rate=args.html_200_rate,
+        host=args.host,
+        port=args.port,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    try:
+        server = SandboxServer(config)
+    except OSError as exc:
+        print(
+            f"cliniko-sandbox: error: cannot listen on {config.host}:{config.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    print(
+        f"cliniko-sandbox: serving {server.store.count()} patients at {server.base_url}", flush=True
+    )
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
