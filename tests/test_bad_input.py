@@ -64,7 +64,7 @@ def test_bad_config_is_refused_in_one_line(tmp_path: Path, case: str) -> None:
     config, words = CONFIG_CASES[case]
     result = run_cli(tmp_path, config)
     assert_refused(result, words)
-    if "api_key" in config:
+    if len(config.get("api_key", "").strip()) > 8:
         assert config["api_key"] not in result.stderr + result.stdout
 
 

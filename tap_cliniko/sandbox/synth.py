@@ -125,7 +125,7 @@ def _custom_fields(rng: random.Random) -> dict[str, Any] | None:
                         "token": str(uuid.UUID(int=rng.getrandbits(128))),
                         "type": "date",
                         "archived": False,
-                        "value": f"20{rng.randint(10, 24)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
+                        "value": f"20{rng.randint(10, 24)}-0{rng.randint(1, 9)}-15",
                     },
                     {
                         "name": "Goals",
