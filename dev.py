@@ -70,11 +70,12 @@ def demo(args: list[str]) -> int:
 
 def test(args: list[str]) -> int:
     python = ensure_envs()
-    for check in (
+    checks: list[list[str | Path]] = [
         [python, "-m", "ruff", "check", "."],
         [python, "-m", "ruff", "format", "--check", "."],
         [python, "-m", "mypy", "tap_cliniko", "dev.py"],
-    ):
+    ]
+    for check in checks:
         if (code := _run(*check)) != 0:
             print(f"dev.py: {' '.join(map(str, check[1:]))} failed", file=sys.stderr)
             return code

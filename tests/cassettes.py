@@ -20,6 +20,7 @@ import vcr
 CASSETTES = Path(__file__).parent / "cassettes"
 RECORD_PORT = 18765
 LOCAL_BASE_URL = f"http://127.0.0.1:{RECORD_PORT}/v1"
+PER_PAGE = 25  # small pages, so the cassettes hold several pages per stream
 # Kept from a real account: structure, ids, timestamps, consent. Everything else is replaced.
 KEPT = {
     "id",
@@ -76,7 +77,13 @@ def cassette_vcr(*, record: bool, real: bool = False) -> vcr.VCR:
         filter_headers=[h.lower() for h in DROPPED_HEADERS],
         before_record_response=scrub_response if real else _drop_cookies,
         decode_compressed_response=True,
-        allow_playback_repeats=True,
+    )
+
+
+def use_cassette(name: str, *, record: bool = False, real: bool = False) -> Any:
+    """Open the named cassette; replays may repeat a request (the standard tests re-run)."""
+    return cassette_vcr(record=record, real=real).use_cassette(
+        f"{name}.yaml", allow_playback_repeats=not record
     )
 
 
@@ -92,19 +99,18 @@ def record(name: str, behaviour: str, base_url: str | None, api_key: str | None)
     from tap_cliniko.sandbox import SandboxConfig, SandboxServer
     from tests.conftest import SANDBOX_KEY, run_tap, tap_config
 
-    cassette = cassette_vcr(record=True, real=api_key is not None)
     if api_key is not None:
         config = {"api_key": api_key, "user_agent": "tap-cliniko cassettes (dev@example.com)"}
         if base_url:
             config["base_url"] = base_url
-        with cassette.use_cassette(f"{name}.yaml"):
+        with use_cassette(name, record=True, real=True):
             run_tap(config)
         return
     settings = SandboxConfig(
         patients=60, seed=2024, behaviour=behaviour, api_key=SANDBOX_KEY, port=RECORD_PORT
     )
-    with SandboxServer(settings) as server, cassette.use_cassette(f"{name}.yaml"):
-        run_tap(tap_config(server.base_url, per_page=25))
+    with SandboxServer(settings) as server, use_cassette(name, record=True):
+        run_tap(tap_config(server.base_url, per_page=PER_PAGE))
 
 
 def main() -> int:

@@ -10,10 +10,10 @@ import yaml
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
 from tap_cliniko.tap import TapCliniko
-from tests.cassettes import CASSETTES, LOCAL_BASE_URL, cassette_vcr
+from tests.cassettes import CASSETTES, LOCAL_BASE_URL, PER_PAGE, use_cassette
 from tests.conftest import SANDBOX_KEY, USER_AGENT, run_tap, tap_config
 
-CONFIG = tap_config(LOCAL_BASE_URL)
+CONFIG = tap_config(LOCAL_BASE_URL, per_page=PER_PAGE)
 
 
 def _standard_tests(cassette: str) -> type:
@@ -24,10 +24,14 @@ def _standard_tests(cassette: str) -> type:
         suite_config=SuiteConfig(max_records_limit=None),
     )
 
+    # Older accounts lack the newer fields, and deleted records hold two: the SDK warns.
+    @pytest.mark.filterwarnings("ignore:Fields in transformed catalog but not in records")
+    @pytest.mark.filterwarnings("ignore:No records were available to test")
     class Replayed(base):  # type: ignore[valid-type,misc]
         @pytest.fixture(scope="class", autouse=True)
-        def cassette(self) -> Iterator[None]:
-            with cassette_vcr(record=False).use_cassette(f"{cassette}.yaml"):
+        @classmethod
+        def cassette(cls) -> Iterator[None]:
+            with use_cassette(cassette):
                 yield
 
     return Replayed
@@ -38,7 +42,7 @@ TestTapClinikoCurrent = _standard_tests("current")
 
 
 def replay(cassette: str) -> dict[str, list[dict]]:
-    with cassette_vcr(record=False).use_cassette(f"{cassette}.yaml"):
+    with use_cassette(cassette):
         return run_tap(CONFIG).records
 
 
