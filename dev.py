@@ -35,7 +35,8 @@ def _ensure_venv(env_dir: Path, requirements: list[str], stamp_inputs: list[Path
     if stamp.exists() and stamp.read_text() == digest.hexdigest() and _python(env_dir).exists():
         return _python(env_dir)
     print(f"dev.py: installing into {env_dir.name} (first run takes a few minutes)", flush=True)
-    venv.EnvBuilder(with_pip=True, clear=False).create(env_dir)
+    if not _python(env_dir).exists():
+        venv.EnvBuilder(with_pip=True, symlinks=os.name != "nt").create(env_dir)
     pip = [str(_python(env_dir)), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run([*pip, *requirements], check=True, cwd=ROOT)
