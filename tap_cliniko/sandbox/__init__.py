@@ -127,10 +127,10 @@ class SandboxServer:
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread:
+        if self._thread:  # shutdown() waits for a serve_forever that never started otherwise
+            self._server.shutdown()
             self._thread.join(timeout=5)
+        self._server.server_close()
         if self._tmp:
             self._tmp.cleanup()
 
