@@ -114,9 +114,9 @@ def parse_condition(text: str, searchable: frozenset[str]) -> Condition:
         if operator is None or (operator in (">=", "<=", ">", "<") and not TIME_VALUE.match(value)):
             raise QueryError(f"Invalid filter value for {column}.")
         return Condition(column, operator, value[:19] + "Z" if value else "")
+    if rest in ("?", "!?"):
+        return Condition(column, rest, "")
     operator = next((op for op in VALUE_OPS if rest.startswith(op)), None)
-    if operator is None and rest in ("?", "!?") and column == "accepted_privacy_policy":
-        operator = rest
     if operator is None:
         raise QueryError(f"Invalid filter for {column}.")
     value = rest[len(operator) :]
