@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -104,22 +105,36 @@ def command(contender: str, base_url: str, config_file: Path, state_file: Path |
     return args
 
 
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of a running process, in MB (0 once it has gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def measure(args: list[str], out_path: Path) -> tuple[float, float, float, int, str]:
-    """Run a process; its wall time, CPU seconds, peak RSS (MB), exit code and stderr."""
+    """Run a process; its wall time, CPU seconds, peak RSS (MB), exit code and stderr.
+
+    Peak RSS is sampled from /proc: a forked child's ru_maxrss starts at the parent's size.
+    """
     err_path = out_path.with_suffix(".err")
+    peak = 0.0
     with out_path.open("wb") as out, err_path.open("wb") as err:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         process = subprocess.Popen(args, stdout=out, stderr=err, cwd=ROOT)
-        _, status, usage = os.wait4(process.pid, 0)
+        while process.poll() is None:
+            peak = max(peak, peak_rss_mb(process.pid))
+            time.sleep(0.02)
         wall = time.monotonic() - started
-    cpu = usage.ru_utime + usage.ru_stime
-    return (
-        wall,
-        cpu,
-        usage.ru_maxrss / 1024,
-        os.waitstatus_to_exitcode(status),
-        err_path.read_text(errors="replace"),
-    )
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu, peak, process.returncode, err_path.read_text(errors="replace")
 
 
 def count_records(out_path: Path, contender: str) -> tuple[int, dict[str, Any] | None]:

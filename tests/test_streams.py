@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 import jsonschema
 import pytest
 
+from tap_cliniko.tap import TapCliniko
 from tests.conftest import STATUS_STREAM, STREAMS, run_tap, tap_config
 
 LIST_ROUTES = ("/v1/patients", "/v1/patients/archived", "/v1/patients/deleted")
@@ -217,3 +218,18 @@ def test_full_sync_request_count_is_near_the_page_count(sandbox: Any) -> None:
     assert pages <= per_route["/v1/patients"] <= pages + 1
     assert set(result.ids("patients")) == expected["patients"]
     assert len(result.ids("patients")) == len(expected["patients"])
+
+
+def test_deselected_properties_are_left_out_and_the_rest_kept(sandbox: Any) -> None:
+    with sandbox(patients=40, seed=14) as server:
+        config = tap_config(server.base_url)
+        catalog = TapCliniko(config=config).catalog_dict
+        for entry in catalog["streams"]:
+            for meta in entry["metadata"]:
+                if meta["breadcrumb"] == ["properties", "email"]:
+                    meta["metadata"]["selected"] = False
+        result = run_tap(config, catalog=catalog)
+        everything = run_tap(config)
+    assert result.records["patients"] and all("email" not in r for r in result.records["patients"])
+    assert all("email" in r for r in everything.records["patients"])
+    assert all("first_name" in r for r in result.records["patients"])

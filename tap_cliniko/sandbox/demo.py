@@ -1,4 +1,4 @@
-"""The demo: local Cliniko -> `meltano run tap-cliniko target-duckdb`, twice, with changes between.
+"""The demo: a local Cliniko -> `meltano run tap-cliniko target-duckdb`, twice, changes between.
 
 With TAP_CLINIKO_API_KEY set, the same pipeline runs once against that real account instead.
 """
@@ -11,170 +11,289 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import requests
 
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
 
 ROOT = Path.cwd()
 DEMO = ROOT / ".demo"
-WAREHOUSE = DEMO / "warehouse.duckdb"
-JOB = "tap-cliniko-to-target-duckdb"
-DEMO_KEY = "sandbox-demo-key-au1"
+WAREHOUSE = DEMO / "cliniko.duckdb"
+LOG = DEMO / "meltano.log"
+SCHEMA = "tap_cliniko"  # the loaders write to the extractor's namespace, as Meltano does
+PIPELINE = ("tap-cliniko", "target-duckdb")
+STATE_SUFFIX = "demo"  # the demo's own state id: it never touches your pipelines' bookmarks
+STATUS_STREAM = {
+    "active": "patients",
+    "archived": "archived_patients",
+    "deleted": "deleted_patients",
+}
+STREAMS = tuple(STATUS_STREAM.values())
+PATIENTS = 3000
+SEED = 42
 USER_AGENT = "tap-cliniko demo (demo@example.com)"
-STREAMS = ("patients", "archived_patients", "deleted_patients")
 
 
 class DemoError(Exception):
-    """A step failed; the message says which and what to look at."""
+    """A step failed; the message says which, in one line."""
 
 
-def meltano(*args: str, environment: str, env: dict[str, str] | None = None) -> str:
-    """Run a meltano command in this project, failing with its last log lines."""
-    command = [shutil.which("meltano") or "meltano", f"--environment={environment}", *args]
-    result = subprocess.run(
-        command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-8:])
-        raise DemoError(f"`meltano {' '.join(args)}` failed:\n{tail}")
-    return result.stdout
+@dataclass
+class Meltano:
+    """The project's `meltano`, run in one environment with a few extra variables."""
 
+    environment: str
+    env: dict[str, str] = field(default_factory=dict)
 
-def bookmarks(environment: str) -> dict[str, str]:
-    """The pipeline's bookmarks from Meltano's state store."""
-    out = subprocess.run(
-        [shutil.which("meltano") or "meltano", "state", "get", f"{environment}:{JOB}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout
-    try:
-        state = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-    except ValueError:
-        return {}
-    marks = state.get("singer_state", {}).get("bookmarks", {})
-    return {name: marks.get(name, {}).get("replication_key_value", "-") for name in STREAMS}
+    @property
+    def state_id(self) -> str:
+        """The state id `meltano run --state-id-suffix` gives the demo pipeline."""
+        return f"{self.environment}:{PIPELINE[0]}-to-{PIPELINE[1]}:{STATE_SUFFIX}"
 
-
-def loaded(batched_after: float | None = None) -> dict[str, int]:
-    """Rows per stream in the warehouse (only those loaded after a moment, if given)."""
-    counts = {}
-    with duckdb.connect(str(WAREHOUSE), read_only=True) as db:
-        for stream in STREAMS:
-            where = ""
-            if batched_after is not None:
-                where = f" WHERE _sdc_batched_at > to_timestamp({batched_after})"
-            try:
-                counts[stream] = db.sql(f"SELECT count(*) FROM cliniko.{stream}{where}").fetchall()[
-                    0
-                ][0]
-            except duckdb.CatalogException:
-                counts[stream] = 0
-    return counts
-
-
-def samples() -> list[tuple[Any, ...]]:
-    """A few loaded patients, to show what arrived."""
-    with duckdb.connect(str(WAREHOUSE), read_only=True) as db:
-        return db.sql(
-            "SELECT id, first_name, left(last_name, 1) || '.', city, updated_at"
-            " FROM cliniko.patients ORDER BY updated_at DESC LIMIT 4"
-        ).fetchall()
-
-
-def change_some_patients(server: SandboxServer) -> dict[str, list[str]]:
-    """Update, archive and delete a few patients through the HTTP API, as a clinic would."""
-    session = requests.Session()
-    session.auth = (DEMO_KEY, "")
-    session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
-    active = sorted(i for i, e in server.store.snapshot().items() if e["status"] == "active")
-    changed: dict[str, list[str]] = {
-        "updated": active[:5],
-        "archived": active[5:8],
-        "deleted": active[8:10],
-    }
-    for patient_id in changed["updated"]:
-        response = session.patch(
-            f"{server.base_url}/patients/{patient_id}", json={"notes": "Seen today."}
+    def __call__(self, *args: str, check: bool = True) -> str:
+        """Run `meltano ARGS`, logging its output to .demo/meltano.log; return its stdout."""
+        command = [meltano_executable(), f"--environment={self.environment}", *args]
+        result = subprocess.run(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "TARGET_DUCKDB_FILEPATH": str(WAREHOUSE), **self.env},
+            capture_output=True,
+            text=True,
+            check=False,
         )
-        response.raise_for_status()
-    for patient_id in changed["archived"]:
-        session.post(f"{server.base_url}/patients/{patient_id}/archive").raise_for_status()
-    for patient_id in changed["deleted"]:
-        session.delete(f"{server.base_url}/patients/{patient_id}").raise_for_status()
+        with LOG.open("a", encoding="utf-8") as log:
+            log.write(f"$ meltano {' '.join(command[1:])}\n{result.stdout}{result.stderr}\n")
+        if check and result.returncode != 0:
+            reason = last_error(result.stderr)
+            raise DemoError(f"`meltano {' '.join(args)}` failed{reason} (log: {rel(LOG)})")
+        return result.stdout
+
+    def run(self) -> float:
+        """Run the pipeline once; return how long it took in seconds."""
+        started = time.monotonic()
+        self("run", f"--state-id-suffix={STATE_SUFFIX}", *PIPELINE)
+        return time.monotonic() - started
+
+    def bookmarks(self) -> dict[str, str]:
+        """The pipeline's replication_key_value per stream, from Meltano's state store."""
+        out = self("state", "get", self.state_id, check=False).strip()
+        try:
+            state = json.loads(out.splitlines()[-1]) if out else {}
+        except ValueError:
+            state = {}
+        marks = state.get("singer_state", {}).get("bookmarks", {})
+        return {name: marks.get(name, {}).get("replication_key_value", "-") for name in STREAMS}
+
+
+def meltano_executable() -> str:
+    """Meltano from PATH (dev.py puts .venv-meltano/bin there), else the project's own."""
+    found = shutil.which("meltano") or ROOT / ".venv-meltano" / "bin" / "meltano"
+    if not Path(found).exists():
+        raise DemoError("meltano not found: run the demo with `python3 dev.py demo`")
+    return str(found)
+
+
+def last_error(stderr: str) -> str:
+    """The last line of a failed run that names an error, as a short suffix for one line."""
+    for line in reversed(stderr.strip().splitlines()):
+        text = line.strip(" │|")
+        if "error" in text.lower() and "Block run completed" not in text:
+            return ": " + text[-160:]
+    return ""
+
+
+def rel(path: Path) -> str:
+    """A path relative to the project root, for short messages."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+class Warehouse:
+    """Reads what target-duckdb loaded into .demo/cliniko.duckdb."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import duckdb
+        except ImportError as exc:
+            raise DemoError("the demo reads DuckDB: pip install 'tap-cliniko[dev]'") from exc
+        self.duckdb = duckdb
+        self.path = path
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run one read-only query."""
+        if not self.path.exists():
+            return []
+        try:
+            with self.duckdb.connect(str(self.path), read_only=True) as db:
+                return db.sql(sql).fetchall()
+        except self.duckdb.CatalogException:
+            return []  # the target made no table for a stream without rows
+        except self.duckdb.Error as exc:
+            raise DemoError(f"reading {rel(self.path)}: {exc}") from exc
+
+    def loaded_since(self, mark: Any) -> dict[str, list[tuple[str, str]]]:
+        """(id, updated_at) per stream of the rows the target wrote after `mark`."""
+        where = "" if mark is None else f" WHERE _sdc_batched_at > '{mark}'"
+        return {
+            stream: self.query(
+                f"SELECT id, strftime(updated_at, '%Y-%m-%dT%H:%M:%SZ')"
+                f" FROM {SCHEMA}.{stream}{where}"
+            )
+            for stream in STREAMS
+        }
+
+    def last_load(self) -> Any:
+        """When the target last wrote a row (its own clock, so no time-zone guessing)."""
+        union = " UNION ALL ".join(f"SELECT _sdc_batched_at FROM {SCHEMA}.{s}" for s in STREAMS)
+        found = self.query(f"SELECT max(_sdc_batched_at) FROM ({union})")
+        return found[0][0] if found else None
+
+    def samples(self, count: int = 4) -> list[tuple[Any, ...]]:
+        """A few active patients, newest change first."""
+        return self.query(
+            "SELECT id, first_name || ' ' || left(last_name, 1) || '.', coalesce(city, '-'),"
+            f" strftime(updated_at, '%Y-%m-%d %H:%M') FROM {SCHEMA}.patients"
+            f" ORDER BY updated_at DESC, id LIMIT {count}"
+        )
+
+
+def change_some_patients(server: SandboxServer) -> dict[str, set[str]]:
+    """Create, update, archive and delete patients through the HTTP API, as a clinic would."""
+    session = requests.Session()
+    session.auth = (server.config.api_key, "")
+    session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+    url = f"{server.base_url}/patients"
+    active = sorted(i for i, e in server.store.snapshot().items() if e["status"] == "active")
+    changed = {
+        "patients": set(active[:5]),
+        "archived_patients": set(active[5:8]),
+        "deleted_patients": set(active[8:10]),
+    }
+    for patient_id in changed["patients"]:
+        session.patch(f"{url}/{patient_id}", json={"notes": "Seen today."}).raise_for_status()
+    for patient_id in changed["archived_patients"]:
+        session.post(f"{url}/{patient_id}/archive").raise_for_status()
+    for patient_id in changed["deleted_patients"]:
+        session.delete(f"{url}/{patient_id}").raise_for_status()
+    created = session.post(url, json={"first_name": "Ada", "last_name": "Lovelace", "email": None})
+    created.raise_for_status()
+    changed["patients"].add(str(created.json()["id"]))
     return changed
 
 
-def table(rows: dict[str, Any], title: str) -> None:
-    print(f"\n  {title}")
-    for name in STREAMS:
-        print(f"    {name:<18} {rows.get(name, 0)}")
+def show_counts(title: str, counts: dict[str, int]) -> None:
+    """Rows per stream, aligned."""
+    print(f"   {title}")
+    for stream in STREAMS:
+        print(f"     {stream:<18} {counts.get(stream, 0):>6,}")
+
+
+def show_bookmarks(before: dict[str, str], after: dict[str, str]) -> None:
+    """Each stream's bookmark before and after the run."""
+    print("   state (bookmark per stream)")
+    for stream in STREAMS:
+        print(f"     {stream:<18} {before.get(stream, '-'):<21} -> {after.get(stream, '-')}")
+
+
+def check_first_load(server: SandboxServer, loaded: dict[str, list[tuple[str, str]]]) -> None:
+    """Fail unless every patient of the local Cliniko arrived in its stream, once."""
+    for stream in STREAMS:
+        expected = {
+            i for i, e in server.store.snapshot().items() if STATUS_STREAM[e["status"]] == stream
+        }
+        ids = [row[0] for row in loaded[stream]]
+        if set(ids) != expected or len(ids) != len(expected):
+            raise DemoError(f"{stream}: {len(ids):,} rows loaded, the server has {len(expected):,}")
 
 
 def run_local() -> None:
+    """The full demo against a fresh local Cliniko."""
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir(parents=True)
-    print("1. Starting the local Cliniko with 3,000 synthetic patients ...")
-    config = SandboxConfig(
-        patients=3000, seed=42, data_dir=DEMO / "cliniko", api_key=DEMO_KEY, rate_limit_per_minute=0
-    )
+    warehouse = Warehouse(WAREHOUSE)
+    config = SandboxConfig(patients=PATIENTS, seed=SEED, data_dir=DEMO / "cliniko")
+    print(f"1. Local Cliniko, {PATIENTS:,} synthetic patients ...", end=" ", flush=True)
     with SandboxServer(config) as server:
-        env = {"TAP_CLINIKO_BASE_URL": server.base_url, "TAP_CLINIKO_API_KEY": DEMO_KEY}
-        print(f"   serving at {server.base_url}")
-        print("2. meltano install (first time only takes a while) ...")
-        meltano("install", environment="sandbox")
-        subprocess.run(  # a fresh demo starts from no state; there may be none to clear
-            [shutil.which("meltano") or "meltano", "state", "clear", "--force", f"sandbox:{JOB}"],
-            cwd=ROOT,
-            capture_output=True,
+        print(server.base_url)
+        meltano = Meltano(
+            "local",
+            {"TAP_CLINIKO_BASE_URL": server.base_url, "TAP_CLINIKO_API_KEY": config.api_key},
         )
-        print("3. meltano run tap-cliniko target-duckdb  (full sync)")
-        started = time.time()
-        meltano("run", "tap-cliniko", "target-duckdb", environment="sandbox", env=env)
-        print(f"   done in {time.time() - started:.1f}s into {WAREHOUSE.relative_to(ROOT)}")
-        table(loaded(), "rows loaded")
-        print("\n  a few patients:")
-        for row in samples():
-            print("    " + " | ".join(str(v) for v in row))
-        before = bookmarks("sandbox")
-        first_done = time.time()
-        time.sleep(1.1)
-        print("\n4. Changing patients through the API: 5 updated, 3 archived, 2 deleted")
-        change_some_patients(server)
-        print("5. meltano run tap-cliniko target-duckdb  (incremental)")
-        meltano("run", "tap-cliniko", "target-duckdb", environment="sandbox", env=env)
-        table(loaded(batched_after=first_done), "rows written by the incremental run")
-        after = bookmarks("sandbox")
-        print("\n  bookmarks (state) before -> after:")
-        for name in STREAMS:
-            print(f"    {name:<18} {before.get(name)} -> {after.get(name)}")
-        print("\n6. Stopping the local Cliniko. Explore the data: duckdb .demo/warehouse.duckdb")
+        print("2. meltano install tap-cliniko target-duckdb ...", end=" ", flush=True)
+        started = time.monotonic()
+        meltano("install", *PIPELINE)
+        meltano("state", "clear", "--force", meltano.state_id, check=False)
+        print(f"ready ({time.monotonic() - started:.0f}s)")
+
+        print(f"3. meltano run {' '.join(PIPELINE)}   (first run: everything)")
+        took = meltano.run()
+        first = warehouse.loaded_since(None)
+        check_first_load(server, first)
+        show_counts(
+            f"loaded in {took:.1f}s into {rel(WAREHOUSE)}",
+            {s: len(rows) for s, rows in first.items()},
+        )
+        print("   a few patients (19-digit ids, as Cliniko has them)")
+        for patient_id, name, city, updated in warehouse.samples():
+            print(f"     {patient_id}  {name:<20} {city:<12} {updated}")
+        before = meltano.bookmarks()
+        mark = warehouse.last_load()
+
+        print("4. A clinic's day, through the API: 1 new, 5 updated, 3 archived, 2 deleted")
+        changed = change_some_patients(server)
+
+        print(f"5. meltano run {' '.join(PIPELINE)}   (second run: incremental)")
+        took = meltano.run()
+        second = warehouse.loaded_since(mark)
+        print(f"   rows written in {took:.1f}s (changed + re-read at the bookmark's second)")
+        for stream in STREAMS:
+            ids = {row[0] for row in second[stream]}
+            at_bookmark = {i for i, updated in second[stream] if updated == before[stream]}
+            missing = changed[stream] - ids
+            if missing:
+                raise DemoError(f"{stream}: changed patients not loaded: {sorted(missing)}")
+            reread = at_bookmark - changed[stream]
+            other = ids - changed[stream] - reread
+            line = f"     {stream:<18} {len(ids):>6,} = {len(changed[stream])} changed"
+            line += f" + {len(reread)} at the bookmark"
+            print(line + (f" + {len(other)} other" if other else ""))
+        show_bookmarks(before, meltano.bookmarks())
+    print(f"6. Local Cliniko stopped. Explore: duckdb {rel(WAREHOUSE)}  (schema {SCHEMA})")
 
 
 def run_real() -> None:
+    """The same pipeline against the real account named by TAP_CLINIKO_API_KEY."""
     if not os.environ.get("TAP_CLINIKO_USER_AGENT"):
-        raise DemoError("set TAP_CLINIKO_USER_AGENT too, e.g. 'Acme reporting (data@acme.example)'")
+        raise DemoError("set TAP_CLINIKO_USER_AGENT too: 'Your app name (contact e-mail)'")
     DEMO.mkdir(exist_ok=True)
-    print("Running meltano run tap-cliniko target-duckdb against your Cliniko account ...")
-    meltano("install", environment="prod")
-    meltano("run", "tap-cliniko", "target-duckdb", environment="prod")
-    table(loaded(), "rows loaded")
-    print("\n  bookmarks:", bookmarks("prod"))
+    warehouse = Warehouse(WAREHOUSE)
+    meltano = Meltano("prod")
+    print("1. meltano install tap-cliniko target-duckdb ...", end=" ", flush=True)
+    meltano("install", *PIPELINE)
+    print("ready")
+    before, mark = meltano.bookmarks(), warehouse.last_load()
+    print(f"2. meltano run {' '.join(PIPELINE)}   (your Cliniko account)")
+    took = meltano.run()
+    written = {s: len(rows) for s, rows in warehouse.loaded_since(mark).items()}
+    show_counts(f"rows written in {took:.1f}s into {rel(WAREHOUSE)}", written)
+    show_bookmarks(before, meltano.bookmarks())
+    print("   run the demo again: only patients changed since then are read.")
 
 
 def main() -> int:
+    """Run the demo; one line on stderr and exit 1 when a step fails."""
     try:
         run_real() if os.environ.get("TAP_CLINIKO_API_KEY") else run_local()
     except DemoError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
+        print(f"\ndemo: {exc}", file=sys.stderr)
         return 1
-    except (OSError, requests.RequestException, duckdb.Error) as exc:
-        print(f"demo: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except (OSError, requests.RequestException) as exc:
+        print(f"\ndemo: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 
