@@ -65,6 +65,10 @@ class Run:
         return self.records / self.wall if self.wall else 0.0
 
     @property
+    def per_cpu_second(self) -> float:
+        return self.records / self.cpu if self.cpu else 0.0
+
+    @property
     def bound_ratio(self) -> float:
         return self.wall / (self.bound_minutes * 60) if self.bound_minutes else 0.0
 
@@ -277,18 +281,22 @@ def report(runs: list[Run], sizes: list[int], quick: bool) -> str:
         "",
         "## 1. Record path (no latency, no rate limit)",
         "",
-        "| N | contender | records/s | CPU s | peak RSS MB | vs SDK default |",
-        "|---:|---|---:|---:|---:|---:|",
+        "records/s is wall-clock and includes the local server's share of the 2 cores;"
+        " records per CPU-second is the tap process alone, the figure the 3x target is judged on.",
+        "",
+        "| N | contender | records/s | records per CPU s | CPU s | peak RSS MB |"
+        " CPU vs SDK default |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n in sizes:
         base = find("sdk-default", n, "record path")
         for contender in ("tap", "sdk-default", "dlt"):
             run = find(contender, n, "record path")
             if run:
-                ratio = run.per_second / base.per_second if base and base.per_second else 0
+                ratio = run.per_cpu_second / base.per_cpu_second if base and base.cpu else 0
                 lines.append(
-                    f"| {n:,} | {contender} | {run.per_second:,.0f} | {run.cpu:.1f} |"
-                    f" {run.rss_mb:.0f} | {ratio:.2f}x |"
+                    f"| {n:,} | {contender} | {run.per_second:,.0f} | {run.per_cpu_second:,.0f} |"
+                    f" {run.cpu:.1f} | {run.rss_mb:.0f} | {ratio:.2f}x |"
                 )
     lines += ["", "## 2. Rate-limited (server allows 200 requests/min per key)", ""]
     lines += [
@@ -338,11 +346,12 @@ def targets(find: Any, sizes: list[int]) -> list[str]:
     out = []
     for n in sizes:
         tap, sdk = find("tap", n, "record path"), find("sdk-default", n, "record path")
-        if tap and sdk and sdk.per_second:
-            ratio = tap.per_second / sdk.per_second
+        if tap and sdk and sdk.cpu and tap.cpu:
+            ratio = tap.per_cpu_second / sdk.per_cpu_second
+            wall = tap.per_second / sdk.per_second if sdk.per_second else 0
             out.append(
-                f"- Record path at N={n:,}: {ratio:.2f}x the SDK default (target 3x):"
-                f" {verdict(ratio >= 3)}."
+                f"- Record path at N={n:,}: {ratio:.2f}x the SDK default in records per CPU"
+                f" second, {wall:.2f}x in wall-clock records/s (target 3x): {verdict(ratio >= 3)}."
             )
     big, mid = (find("tap", n, "record path") for n in (100_000, 10_000))
     if big and mid:

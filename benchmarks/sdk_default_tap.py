@@ -8,11 +8,14 @@ from __future__ import annotations
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.tap_base import Tap
 
+from tap_cliniko.client import ClinikoStream
 from tap_cliniko.streams import ArchivedPatientsStream, DeletedPatientsStream, PatientsStream
 from tap_cliniko.tap import TapCliniko
 
 for stream_class in (PatientsStream, ArchivedPatientsStream, DeletedPatientsStream):
     stream_class.TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.RECURSIVE
+# Back to the SDK's own record messages (with its per-record deselection walk).
+del ClinikoStream._generate_record_messages
 
 
 class SDKDefaultTapCliniko(TapCliniko):
