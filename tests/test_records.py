@@ -117,3 +117,18 @@ def test_consent_redaction(mode: str, consent: bool | None, blank: bool) -> None
     )
     assert redacted["id"] == "5" and redacted["updated_at"] == "2024-01-01T00:00:00Z"
     assert redacted["accepted_privacy_policy"] is consent
+
+
+def test_progress_logs_records_of_total_and_time_left(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tap_cliniko import client
+
+    now = [1000.0]
+    monkeypatch.setattr(client.time, "monotonic", lambda: now[0])
+    progress = client._Progress("patients", every=15)
+    with caplog.at_level("INFO", logger="tap-cliniko"):
+        progress.page(100, 1000)
+        now[0] += 20
+        progress.page(100, 1000)
+    assert caplog.messages == ["patients: 200 of 1000 patients (20%), about 1m 20s left"]
