@@ -132,18 +132,6 @@ def _mutate_before_page(mutator: Mutator, during: dict[int, list[str]]) -> Calla
     return before_page
 
 
-def _mutate_before_page(mutator: Mutator, during: dict[int, list[str]]) -> Callable[..., None]:
-    requests = 0
-
-    def before_page(route: str, args: Any) -> None:
-        nonlocal requests
-        requests += 1
-        for operation in during.get(requests, []):
-            mutator.apply(operation)
-
-    return before_page
-
-
 def run_schedule(sandbox: Callable[..., Any], schedule: Schedule, **server: Any) -> list[str]:
     """Run the syncs of a schedule and return the invariant's violations."""
     rng = random.Random(schedule.seed)

@@ -33,21 +33,17 @@ def target_executable(name: str) -> Path:
     digest = hashlib.sha256(json.dumps(requirements).encode()).hexdigest()
     executable = env_dir / "bin" / name
     if not (stamp.exists() and stamp.read_text() == digest and executable.exists()):
-        venv.EnvBuilder(with_pip=True, symlinks=True, clear=True).create(env_dir)
-        subprocess.run(
-            [
-                env_dir / "bin" / "python",
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                *requirements,
-            ],
-            check=True,
-        )
+        make_venv(env_dir, requirements)
         stamp.write_text(digest)
     return executable
+
+
+def make_venv(env_dir: Path, requirements: list[str]) -> Path:
+    """A fresh virtualenv at env_dir with requirements installed; returns its bin folder."""
+    venv.EnvBuilder(with_pip=True, symlinks=True, clear=True).create(env_dir)
+    pip = [env_dir / "bin" / "python", "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--disable-pip-version-check", *requirements], check=True)
+    return env_dir / "bin"
 
 
 def run_tap(config: dict[str, Any], workdir: Path, state: dict[str, Any] | None = None) -> bytes:

@@ -7,12 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
-import venv
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import SANDBOX_KEY, USER_AGENT
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import ROOT, make_venv
 
 
 def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path: Path) -> None:
@@ -22,21 +21,7 @@ def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path:
         check=True,
     )
     wheel = next(dist.glob("tap_cliniko-*.whl"))
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True, symlinks=True).create(env_dir)
-    subprocess.run(
-        [
-            env_dir / "bin" / "python",
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            str(wheel),
-        ],
-        check=True,
-    )
-    tap = env_dir / "bin" / "tap-cliniko"
+    tap = make_venv(tmp_path / "venv", [str(wheel)]) / "tap-cliniko"
     about = subprocess.run([tap, "--about", "--format=json"], capture_output=True, check=True)
     assert "api_key" in json.loads(about.stdout)["settings"]["properties"]
     discover = subprocess.run([tap, "--discover"], capture_output=True, check=True, cwd=tmp_path)
