@@ -71,19 +71,21 @@ FAILURES = {
     "429 storm beyond the retry budget": {"throttle": 30, "max_retry_seconds": 2},
     "truncated json": {"truncate_rate": 1.0, "max_retry_seconds": 3},
     "html error page with 200": {"html_200_rate": 1.0, "max_retry_seconds": 3},
+    "timeouts": {"latency_ms": 2500, "request_timeout": 1, "max_retry_seconds": 3},
 }
 
 
 @pytest.mark.parametrize("case", FAILURES)
 def test_no_secret_or_patient_data_in_any_output(tmp_path: Path, sandbox: Any, case: str) -> None:
     how = FAILURES[case]
-    faults = {k: how[k] for k in ("truncate_rate", "html_200_rate") if k in how}
+    faults = {k: how[k] for k in ("truncate_rate", "html_200_rate", "latency_ms") if k in how}
     with sandbox(patients=40, seed=21, api_key=CANARY, **faults) as server:
         config: dict[str, Any] = {
             "api_key": CANARY.rsplit("-", 1)[0] + how.get("key_suffix", "-au1"),
             "user_agent": USER_AGENT,
             "base_url": server.base_url.removesuffix("/v1") + how.get("path", "/v1"),
             "max_retry_seconds": how.get("max_retry_seconds", 600),
+            "request_timeout": how.get("request_timeout", 60),
         }
         if "fail_next" in how:
             count, status = how["fail_next"]

@@ -233,3 +233,23 @@ def test_deselected_properties_are_left_out_and_the_rest_kept(sandbox: Any) -> N
     assert result.records["patients"] and all("email" not in r for r in result.records["patients"])
     assert all("email" in r for r in everything.records["patients"])
     assert all("first_name" in r for r in result.records["patients"])
+
+
+@pytest.mark.parametrize("mode", ["rejected", "rejected_or_unanswered"])
+def test_privacy_redaction_blanks_personal_fields_and_keeps_counts(sandbox: Any, mode: str) -> None:
+    with sandbox(patients=200, seed=15) as server:
+        result = run_tap(tap_config(server.base_url, privacy_redaction=mode))
+        snapshot = server.store.snapshot()
+    blanked = {False} if mode == "rejected" else {False, None}
+    for stream in ("patients", "archived_patients"):
+        assert set(result.ids(stream)) == {
+            i for i, e in snapshot.items() if STATUS_STREAM[e["status"]] == stream
+        }
+        for record in result.records[stream]:
+            consent = snapshot[record["id"]]["record"]["accepted_privacy_policy"]
+            personal = (record["first_name"], record["last_name"], record["email"], record["notes"])
+            if consent in blanked:
+                assert personal == (None, None, None, None)
+                assert record["updated_at"] and record["accepted_privacy_policy"] is consent
+            else:
+                assert record["first_name"] == snapshot[record["id"]]["record"]["first_name"]

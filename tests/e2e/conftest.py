@@ -1,101 +1,188 @@
-"""Real Singer targets, each in its own virtualenv (made once, reused), and a real PostgreSQL."""
+"""Real Singer targets in their own virtualenvs, a real PostgreSQL, and a tap-to-target pipe."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import venv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import IO, Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_VENVS = ROOT / ".venv-targets"
-TARGETS = {
-    "target-jsonl": ["target-jsonl==0.1.4"],
-    # 0.8.0 with duckdb >= 1.0 drops the first row of each batch (see meltano.yml).
-    "target-duckdb": ["target-duckdb==0.6.0", "duckdb==0.10.3"],
-    "target-postgres": ["meltanolabs-target-postgres==0.8.1"],
-    "target-csv": ["meltanolabs-target-csv==0.5.0"],
-}
+PIPE_TIMEOUT = 300
 
 
-def target_executable(name: str) -> Path:
-    """The target's command, installing it into .venv-targets/<name> unless already there."""
-    requirements = TARGETS[name]
+def prerequisite(module: str) -> ModuleType:
+    """Import a test prerequisite: missing fails the test under CI, skips it elsewhere."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        message = f"e2e prerequisite missing: {module} ({exc}); pip install -e '.[dev]'"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def loader_pins() -> dict[str, list[str]]:
+    """Each loader's pip requirements, as meltano.yml pins them (one place for versions)."""
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    return {loader["name"]: loader["pip_url"].split() for loader in project["plugins"]["loaders"]}
+
+
+def install_target(name: str) -> Path:
+    """The target's executable in .venv-targets/<name>, (re)installed when its pins change."""
+    requirements = loader_pins()[name]
     env_dir = TARGET_VENVS / name
-    stamp = env_dir / ".installed"
-    digest = hashlib.sha256(json.dumps(requirements).encode()).hexdigest()
     executable = env_dir / "bin" / name
-    if not (stamp.exists() and stamp.read_text() == digest and executable.exists()):
-        make_venv(env_dir, requirements)
-        stamp.write_text(digest)
-    return executable
-
-
-def make_venv(env_dir: Path, requirements: list[str]) -> Path:
-    """A fresh virtualenv at env_dir with requirements installed; returns its bin folder."""
+    stamp = env_dir / ".installed"
+    digest = hashlib.sha256(json.dumps([sys.version, *requirements]).encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest and executable.exists():
+        return executable
     venv.EnvBuilder(with_pip=True, symlinks=True, clear=True).create(env_dir)
     pip = [env_dir / "bin" / "python", "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, "--disable-pip-version-check", *requirements], check=True)
-    return env_dir / "bin"
-
-
-def run_tap(config: dict[str, Any], workdir: Path, state: dict[str, Any] | None = None) -> bytes:
-    """Run the tap's real CLI and return its Singer output."""
-    config_file = workdir / "tap-config.json"
-    config_file.write_text(json.dumps(config))
-    args = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
-    args += ["--config", str(config_file)]
-    if state is not None:
-        state_file = workdir / "tap-state.json"
-        state_file.write_text(json.dumps(state))
-        args += ["--state", str(state_file)]
-    result = subprocess.run(args, capture_output=True, check=False, timeout=300)
-    assert result.returncode == 0, result.stderr.decode()[-2000:]
-    return result.stdout
-
-
-def run_target(name: str, config: dict[str, Any], messages: bytes, workdir: Path) -> list[dict]:
-    """Pipe Singer messages into a real target process; return the STATE lines it emitted."""
-    config_file = workdir / f"{name}-config.json"
-    config_file.write_text(json.dumps(config))
-    result = subprocess.run(
-        [target_executable(name), "--config", str(config_file)],
-        input=messages,
-        capture_output=True,
-        check=False,
-        timeout=300,
-        cwd=workdir,
-    )
-    assert result.returncode == 0, result.stderr.decode()[-3000:]
-    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
-
-
-def last_state(messages: bytes) -> dict[str, Any]:
-    """The last STATE the tap wrote (what a runner would store for the next run)."""
-    states = [
-        json.loads(line)["value"]
-        for line in messages.decode().splitlines()
-        if line.startswith('{"type":"STATE"')
-    ]
-    assert states, "the tap wrote no state"
-    return states[-1]
+    stamp.write_text(digest)
+    return executable
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real PostgreSQL server (pgserver: a PyPI package shipping the binaries)."""
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("xdg")))
-    import pgserver
+def target_executable() -> Callable[[str], Path]:
+    """Install (once per pinned version) and return a target's executable by its name."""
+    return install_target
 
+
+def tap_executable() -> Path:
+    """The `tap-cliniko` console script of the environment running the tests."""
+    script = Path(sys.executable).with_name("tap-cliniko")
+    if not script.exists():
+        pytest.fail(f"{script} is missing: pip install -e '.[dev]'")
+    return script
+
+
+@dataclass
+class PipeRun:
+    """One tap | target run: what the tap wrote and the STATE lines the target emitted."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    target_states: list[dict[str, Any]] = field(default_factory=list)
+
+    def records(self, stream: str) -> list[dict[str, Any]]:
+        """The records the tap wrote for a stream, in order."""
+        return [
+            m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream
+        ]
+
+    @property
+    def tap_state(self) -> dict[str, Any]:
+        """The last STATE the tap wrote."""
+        states = [m["value"] for m in self.messages if m["type"] == "STATE"]
+        assert states, "the tap wrote no STATE"
+        return states[-1]
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The state a runner keeps for the next run: the last one the target confirmed."""
+        assert self.target_states, "the target emitted no STATE"
+        return self.target_states[-1]
+
+
+def _tee(source: IO[bytes], sink: IO[bytes], copy: list[bytes]) -> None:
+    """Copy the tap's stdout into the target's stdin, keeping each line; drain if it dies."""
+    open_sink = True
+    for line in source:
+        copy.append(line)
+        if open_sink:
+            try:
+                sink.write(line)
+            except BrokenPipeError:
+                open_sink = False  # the target failed; its exit code tells
+    with contextlib.suppress(BrokenPipeError):
+        sink.close()
+
+
+def run_pipe(
+    tap_config: dict[str, Any],
+    target: Path,
+    target_config: dict[str, Any],
+    workdir: Path,
+    state: dict[str, Any] | None = None,
+) -> PipeRun:
+    """Run `tap-cliniko --config ... [--state ...] | target --config ...` as real processes."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    tap_args = [tap_executable(), "--config", workdir / "tap-config.json"]
+    (workdir / "tap-config.json").write_text(json.dumps(tap_config))
+    if state is not None:
+        (workdir / "state.json").write_text(json.dumps(state))
+        tap_args += ["--state", workdir / "state.json"]
+    (workdir / "target-config.json").write_text(json.dumps(target_config))
+    target_args = [target, "--config", workdir / "target-config.json"]
+    copy: list[bytes] = []
+    with (
+        (workdir / "tap.err").open("wb") as tap_err,
+        (workdir / "target.out").open("wb") as target_out,
+        (workdir / "target.err").open("wb") as target_err,
+    ):
+        tap = subprocess.Popen(tap_args, stdout=subprocess.PIPE, stderr=tap_err, cwd=workdir)
+        sink = subprocess.Popen(
+            target_args, stdin=subprocess.PIPE, stdout=target_out, stderr=target_err, cwd=workdir
+        )
+        assert tap.stdout is not None and sink.stdin is not None
+        pump = threading.Thread(target=_tee, args=(tap.stdout, sink.stdin, copy), daemon=True)
+        pump.start()
+        try:
+            tap_code, target_code = tap.wait(PIPE_TIMEOUT), sink.wait(PIPE_TIMEOUT)
+        finally:
+            for process in (tap, sink):
+                if process.poll() is None:
+                    process.kill()
+        pump.join(PIPE_TIMEOUT)
+    assert tap_code == 0, (workdir / "tap.err").read_text()[-3000:]
+    assert target_code == 0, (workdir / "target.err").read_text()[-3000:]
+    target_lines = (workdir / "target.out").read_text().splitlines()
+    return PipeRun(
+        messages=[json.loads(line) for line in copy if line.strip()],
+        target_states=[json.loads(line) for line in target_lines if line.startswith("{")],
+    )
+
+
+@dataclass
+class Postgres:
+    """A running PostgreSQL (pgserver) with a psql that returns rows as text lines."""
+
+    server: Any
+
+    @property
+    def uri(self) -> str:
+        """A SQLAlchemy URL for psycopg 3 over the server's Unix socket."""
+        return str(self.server.get_uri()).replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def rows(self, sql: str) -> list[str]:
+        """Run one query; each result row as one unaligned text line."""
+        settings = "\\pset format unaligned\n\\pset tuples_only on\n"
+        out = str(self.server.psql(f"{settings}{sql};\n")).splitlines()
+        return [line for line in out[2:] if line]  # past the two lines that confirm the settings
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """A real PostgreSQL server for the session, from the pgserver package (binaries on PyPI)."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("xdg")))
+    pgserver = prerequisite("pgserver")
     server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
     try:
-        yield server
+        yield Postgres(server)
     finally:
         server.cleanup()
