@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,8 @@ STATUS_STREAM = {
 STREAMS = tuple(STATUS_STREAM.values())
 PATIENTS = 3000
 SEED = 42
+# What Meltano puts before each line it logs: "2026-01-01T00:00:00Z [error    ] tap-cliniko  ".
+LOG_PREFIX = re.compile(r"^\S+Z \[\w+\s*\]\s+\S+\s+")
 USER_AGENT = "tap-cliniko demo (demo@example.com)"
 
 
@@ -68,7 +71,8 @@ class Meltano:
             log.write(f"$ meltano {' '.join(command[1:])}\n{result.stdout}{result.stderr}\n")
         if check and result.returncode != 0:
             reason = last_error(result.stderr)
-            raise DemoError(f"`meltano {' '.join(args)}` failed{reason} (log: {rel(LOG)})")
+            shown = " ".join(arg for arg in args if not arg.startswith("--"))
+            raise DemoError(f"`meltano {shown}` failed{reason} (log: {rel(LOG)})")
         return result.stdout
 
     def run(self) -> float:
@@ -97,11 +101,12 @@ def meltano_executable() -> str:
 
 
 def last_error(stderr: str) -> str:
-    """The last line of a failed run that names an error, as a short suffix for one line."""
-    for line in reversed(stderr.strip().splitlines()):
-        text = line.strip(" │|")
-        if "error" in text.lower() and "Block run completed" not in text:
-            return ": " + text[-160:]
+    """The most telling error line of a failed run (a plugin's own first), as a short suffix."""
+    lines = [LOG_PREFIX.sub("", line).strip(" │|") for line in stderr.splitlines()]
+    for marker in ("error: ", "error"):
+        for text in reversed(lines):
+            if marker in text.lower() and "Block run completed" not in text:
+                return ": " + text[-200:]
     return ""
 
 

@@ -51,11 +51,17 @@ def install_target(name: str) -> Path:
     digest = hashlib.sha256(json.dumps([sys.version, *requirements]).encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest and executable.exists():
         return executable
+    make_venv(env_dir, requirements)
+    stamp.write_text(digest)
+    return executable
+
+
+def make_venv(env_dir: Path, requirements: list[str]) -> Path:
+    """A fresh virtualenv at env_dir with requirements installed; returns its bin folder."""
     venv.EnvBuilder(with_pip=True, symlinks=True, clear=True).create(env_dir)
     pip = [env_dir / "bin" / "python", "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, "--disable-pip-version-check", *requirements], check=True)
-    stamp.write_text(digest)
-    return executable
+    return env_dir / "bin"
 
 
 @pytest.fixture(scope="session")
@@ -149,6 +155,7 @@ def run_pipe(
                 if process.poll() is None:
                     process.kill()
         pump.join(PIPE_TIMEOUT)
+        tap.stdout.close()
     assert tap_code == 0, (workdir / "tap.err").read_text()[-3000:]
     assert target_code == 0, (workdir / "target.err").read_text()[-3000:]
     target_lines = (workdir / "target.out").read_text().splitlines()
@@ -171,9 +178,8 @@ class Postgres:
 
     def rows(self, sql: str) -> list[str]:
         """Run one query; each result row as one unaligned text line."""
-        settings = "\\pset format unaligned\n\\pset tuples_only on\n"
-        out = str(self.server.psql(f"{settings}{sql};\n")).splitlines()
-        return [line for line in out[2:] if line]  # past the two lines that confirm the settings
+        settings = "\\set QUIET on\n\\pset format unaligned\n\\pset tuples_only on\n"
+        return [line for line in str(self.server.psql(f"{settings}{sql};\n")).splitlines() if line]
 
 
 @pytest.fixture(scope="session")

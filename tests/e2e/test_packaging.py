@@ -46,7 +46,7 @@ def test_meltano_run_into_target_jsonl_offline(sandbox: Any, tmp_path: Path) -> 
     meltano = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
     out = tmp_path / "out"
     out.mkdir()
-    with sandbox(patients=80, seed=72, api_key="sandbox-demo-key-au1") as server:
+    with sandbox(patients=80, seed=72, api_key="sandbox-key-au1") as server:
         env = {
             **os.environ,
             "MELTANO_PROJECT_ROOT": str(ROOT),
@@ -57,7 +57,7 @@ def test_meltano_run_into_target_jsonl_offline(sandbox: Any, tmp_path: Path) -> 
         env.pop("TAP_CLINIKO_API_KEY", None)
         for args in (["install"], ["run", "--full-refresh", "tap-cliniko", "target-jsonl"]):
             result = subprocess.run(
-                [meltano, "--environment=sandbox", *args],
+                [meltano, "--environment=local", *args],
                 cwd=ROOT,
                 env=env,
                 capture_output=True,

@@ -4,163 +4,298 @@ from __future__ import annotations
 
 import csv
 import json
+import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
+from tap_cliniko.sandbox import SandboxServer
 from tests.conftest import STATUS_STREAM, STREAMS, tap_config
-from tests.e2e.conftest import last_state, run_tap, run_target
+from tests.e2e.conftest import PipeRun, Postgres, prerequisite, run_pipe
 
+PATIENTS = 400
 TIMESTAMP_TYPES = {
     "TIMESTAMP",
     "TIMESTAMP WITH TIME ZONE",
     "timestamp without time zone",
     "timestamp with time zone",
 }
+TEXT_TYPES = {"VARCHAR", "character varying", "text"}
+Rows = list[dict[str, Any]]
+LISTED_WITHOUT_DETAILS = "deleted_patients"  # Cliniko lists deleted patients as id and dates only
 
 
 @dataclass
-class Loaded:
-    """A target's view of what it holds: rows per stream and the type of updated_at."""
+class Destination:
+    """One target's config and how to read back what it holds."""
 
-    rows: Callable[[str], list[dict[str, Any]]]
-    timestamp_type: Callable[[str], str | None]
+    config: dict[str, Any]
+    rows: Callable[[str], Rows]
+    column_type: Callable[[str, str], str | None]  # None: the target keeps no column types
+    writes: str  # "append" (adds lines), "upsert" (by primary key) or "replace" (file per run)
+    null: Any = None  # how the target writes a null
 
 
-def jsonl_loader(workdir: Path, _: Any) -> tuple[dict[str, Any], Loaded]:
+def no_types(stream: str, column: str) -> None:
+    """Files keep no column types."""
+
+
+def jsonl(workdir: Path, request: pytest.FixtureRequest) -> Destination:
+    """target-jsonl: one file per stream, appended to on every run."""
     out = workdir / "jsonl"
-    out.mkdir(exist_ok=True)
 
-    def rows(stream: str) -> list[dict[str, Any]]:
+    def rows(stream: str) -> Rows:
         path = out / f"{stream}.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     config = {"destination_path": str(out), "do_timestamp_file": False}
-    return config, Loaded(rows, lambda stream: None)
+    return Destination(config, rows, no_types, "append")
 
 
-def duckdb_loader(workdir: Path, _: Any) -> tuple[dict[str, Any], Loaded]:
+def duckdb_file(workdir: Path, request: pytest.FixtureRequest) -> Destination:
+    """target-duckdb: a table per stream, upserted by primary key."""
+    duckdb = prerequisite("duckdb")
     path = workdir / "warehouse.duckdb"
+    schema = "tap_cliniko"
 
     def query(sql: str) -> list[tuple[Any, ...]]:
         with duckdb.connect(str(path), read_only=True) as db:
-            return db.sql(sql).fetchall()
+            return list(db.sql(sql).fetchall())
 
-    def rows(stream: str) -> list[dict[str, Any]]:
-        found = query(f"SELECT to_json(t)::VARCHAR FROM cliniko.{stream} t")
-        return [json.loads(row[0]) for row in found]
+    def rows(stream: str) -> Rows:
+        return [json.loads(r[0]) for r in query(f"SELECT to_json(t) FROM {schema}.{stream} t")]
 
-    def timestamp_type(stream: str) -> str | None:
+    def column_type(stream: str, column: str) -> str | None:
         found = query(
-            "SELECT data_type FROM information_schema.columns"
-            f" WHERE table_name = '{stream}' AND column_name = 'updated_at'"
+            "SELECT data_type FROM information_schema.columns WHERE table_schema ="
+            f" '{schema}' AND table_name = '{stream}' AND column_name = '{column}'"
         )
-        return found[0][0] if found else None
+        return str(found[0][0]) if found else "missing"
 
-    config = {"filepath": str(path), "default_target_schema": "cliniko"}
-    return config, Loaded(rows, timestamp_type)
+    config = {"filepath": str(path), "default_target_schema": schema}
+    return Destination(config, rows, column_type, "upsert")
 
 
-def postgres_loader(workdir: Path, request: pytest.FixtureRequest) -> tuple[dict[str, Any], Loaded]:
-    server = request.getfixturevalue("postgres")
-    schema = f"cliniko_{workdir.name[-12:].lower().replace('-', '_')}"
+def postgres_db(workdir: Path, request: pytest.FixtureRequest) -> Destination:
+    """meltanolabs-target-postgres: a table per stream in a real PostgreSQL, upserted."""
+    server: Postgres = request.getfixturevalue("postgres")
+    schema = f"e2e_{uuid.uuid4().hex[:12]}"
 
-    def rows(stream: str) -> list[dict[str, Any]]:
-        out = server.psql(f"COPY (SELECT row_to_json(t) FROM {schema}.{stream} t) TO STDOUT;")
-        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    def rows(stream: str) -> Rows:
+        return [
+            json.loads(r) for r in server.rows(f"SELECT row_to_json(t) FROM {schema}.{stream} t")
+        ]
 
-    def timestamp_type(stream: str) -> str | None:
-        out = server.psql(
-            "COPY (SELECT data_type FROM information_schema.columns WHERE table_schema ="
-            f" '{schema}' AND table_name = '{stream}' AND column_name = 'updated_at') TO STDOUT;"
+    def column_type(stream: str, column: str) -> str | None:
+        found = server.rows(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema ="
+            f" '{schema}' AND table_name = '{stream}' AND column_name = '{column}'"
         )
-        return out.strip() or None
+        return found[0] if found else "missing"
 
-    uri = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
-    config = {"sqlalchemy_url": uri, "default_target_schema": schema}
-    return config, Loaded(rows, timestamp_type)
+    config = {"sqlalchemy_url": server.uri, "default_target_schema": schema}
+    return Destination(config, rows, column_type, "upsert")
 
 
-def csv_loader(workdir: Path, _: Any) -> tuple[dict[str, Any], Loaded]:
+def csv_files(workdir: Path, request: pytest.FixtureRequest) -> Destination:
+    """meltanolabs-target-csv: one file per stream, replaced on every run."""
     out = workdir / "csv"
-    out.mkdir(exist_ok=True)
 
-    def rows(stream: str) -> list[dict[str, Any]]:
+    def rows(stream: str) -> Rows:
         path = out / f"{stream}.csv"
         if not path.exists():
             return []
         with path.open(newline="", encoding="utf-8") as handle:
-            return [
-                {k: (v if v != "" else None) for k, v in row.items()}
-                for row in csv.DictReader(handle)
-            ]
+            return list(csv.DictReader(handle))
 
     config = {"output_path": str(out), "file_naming_scheme": "{stream_name}.csv"}
-    return config, Loaded(rows, lambda stream: None)
+    return Destination(config, rows, no_types, "replace", null="")
 
 
-LOADERS = {
-    "target-jsonl": jsonl_loader,
-    "target-duckdb": duckdb_loader,
-    "target-postgres": postgres_loader,
-    "target-csv": csv_loader,
+DESTINATIONS: dict[str, Callable[[Path, pytest.FixtureRequest], Destination]] = {
+    "target-jsonl": jsonl,
+    "target-duckdb": duckdb_file,
+    "target-postgres": postgres_db,
+    "target-csv": csv_files,
 }
 
 
-def by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Rows keyed by id as a string, the last one winning (a reader's dedup)."""
-    return {str(row["id"]): row for row in rows}
+def instant(value: str) -> datetime:
+    """A date-time as an aware UTC instant, whichever way a target wrote it."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-@pytest.mark.parametrize("target", list(LOADERS))
-def test_real_target_gets_every_patient_once_and_only_changes_on_the_next_run(
-    target: str, sandbox: Any, tmp_path: Path, request: pytest.FixtureRequest
+def by_id(rows: Rows) -> dict[str, dict[str, Any]]:
+    """Rows keyed by id, the last one winning (a reader's dedup)."""
+    return {row["id"]: row for row in rows}
+
+
+def without_metadata(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row without the target's own _sdc_* columns."""
+    return None if row is None else {k: v for k, v in row.items() if not k.startswith("_sdc_")}
+
+
+def stream_ids(snapshot: dict[str, dict[str, Any]], stream: str) -> set[str]:
+    """Ids the server lists under a stream."""
+    return {i for i, entry in snapshot.items() if STATUS_STREAM[entry["status"]] == stream}
+
+
+@dataclass
+class Changes:
+    """What changed between the runs: the ids per stream, and whose e-mail was removed."""
+
+    ids: dict[str, set[str]]
+    email_removed: str
+
+
+def change_patients(server: SandboxServer) -> Changes:
+    """Update, remove an e-mail, create, archive, unarchive and delete a few patients."""
+    snapshot = server.store.snapshot()
+    active = sorted(stream_ids(snapshot, "patients"), key=int)
+    archived = sorted(stream_ids(snapshot, "archived_patients"), key=int)
+    updated = [active[0], active[len(active) // 2], active[-1]]
+    for patient_id in updated:
+        server.store.update_patient(patient_id, {"notes": f"changed {patient_id}"})
+    server.store.update_patient(updated[0], {"email": None})
+    server.store.archive_patient(active[1])
+    server.store.delete_patient(active[2])
+    server.store.unarchive_patient(archived[0])
+    created = server.store.create_patient({"first_name": "Ada", "last_name": "Lovelace"})
+    ids = {
+        "patients": {*updated, archived[0], str(created["id"])},
+        "archived_patients": {active[1]},
+        "deleted_patients": {active[2]},
+    }
+    return Changes(ids, email_removed=updated[0])
+
+
+def check_values(destination: Destination, row: dict[str, Any], sent: dict[str, Any]) -> int:
+    """The row holds what the tap sent: text as text, null as null; the nulls seen."""
+    nulls = 0
+    for column in ("email", "notes", "archived_at"):
+        if sent[column] is None:
+            nulls += 1
+            assert row[column] == destination.null, f"null {column} became {row[column]!r}"
+        elif column == "archived_at":
+            assert instant(row[column]) == instant(sent[column])
+        else:
+            assert row[column] == sent[column], f"{column} changed on the way"
+    return nulls
+
+
+def check_full_load(
+    target: str, destination: Destination, run: PipeRun, snapshot: dict[str, Any], behaviour: str
 ) -> None:
-    target_config, loaded = LOADERS[target](tmp_path, request)
-    with sandbox(patients=400, seed=61, behaviour="current") as server:
+    """Every patient once per stream, ids intact, timestamps typed, nulls null."""
+    assert run.state == run.tap_state, f"{target} confirmed a different state than the tap wrote"
+    nulls = 0
+    for stream in STREAMS:
+        expected = stream_ids(snapshot, stream)
+        rows = destination.rows(stream)
+        ids = [row["id"] for row in rows]
+        assert set(ids) == expected, f"{target}/{stream}: patients lost or extra"
+        assert not [i for i, n in Counter(ids).items() if n > 1], f"{target}/{stream}: duplicates"
+        for column in ("updated_at", "created_at"):
+            kind = destination.column_type(stream, column)
+            assert kind is None or kind in TIMESTAMP_TYPES, f"{stream}.{column} is {kind}"
+        kind = destination.column_type(stream, "id")
+        assert kind is None or kind in TEXT_TYPES, f"{stream}.id is {kind}"
+        sent = by_id(run.records(stream))
+        for row in rows:
+            record = snapshot[row["id"]]["record"]
+            assert instant(row["updated_at"]) == instant(record["updated_at"])
+            if stream != LISTED_WITHOUT_DETAILS:
+                if record["email"] is None:  # Cliniko's null reaches the target as null
+                    assert sent[row["id"]]["email"] is None
+                nulls += check_values(destination, row, sent[row["id"]])
+    assert nulls, "the data should have null values to check"
+    if behaviour == "current":
+        assert any(len(i) >= 18 for i in snapshot), "the data should have 19-digit ids"
+
+
+def check_incremental(
+    target: str,
+    destination: Destination,
+    runs: tuple[PipeRun, PipeRun],
+    loaded_before: dict[str, Rows],
+    before: dict[str, Any],
+    changes: Changes,
+) -> None:
+    """The second run carries only the changes (plus the bookmark's own second) and lands them."""
+    first, second = runs
+    assert second.state == second.tap_state, f"{target} confirmed a different state"
+    for stream in STREAMS:
+        changed = changes.ids[stream]
+        bookmark = first.state["bookmarks"][stream]["replication_key_value"]
+        sent = by_id(second.records(stream))
+        emitted = [record["id"] for record in second.records(stream)]
+        assert len(emitted) == len(sent), f"{stream}: a patient sent twice"
+        assert changed <= set(sent), f"{stream}: a changed patient was missed"
+        for patient_id in set(sent) - changed:
+            updated_at = before[patient_id]["record"]["updated_at"]
+            assert instant(updated_at) == instant(bookmark), f"{stream}: {patient_id} re-sent"
+        new_bookmark = second.state["bookmarks"][stream]["replication_key_value"]
+        assert instant(new_bookmark) > instant(bookmark), f"{stream}: state did not advance"
+
+        rows = destination.rows(stream)
+        merged = by_id(rows)
+        if destination.writes == "append":
+            added = [row["id"] for row in rows[len(loaded_before[stream]) :]]
+            assert added == emitted, f"{target}/{stream}: added rows are not the run's records"
+        elif destination.writes == "upsert":
+            old = by_id(loaded_before[stream])
+            assert len(merged) == len(rows), f"{target}/{stream}: duplicate keys after upsert"
+            moved = {
+                i
+                for i, row in merged.items()
+                if without_metadata(row) != without_metadata(old.get(i))
+            }
+            assert moved == changed, f"{target}/{stream}: rows other than the changes"
+        else:
+            assert sorted(merged) == sorted(emitted), f"{target}/{stream}: file is not the run"
+        if stream != LISTED_WITHOUT_DETAILS:
+            for patient_id in changed:
+                check_values(destination, merged[patient_id], sent[patient_id])
+    removed = second.records("patients")
+    if before[changes.email_removed]["record"]["email"] is not None:
+        assert by_id(removed)[changes.email_removed]["email"] in (None, ""), "e-mail not removed"
+
+
+CASES = [
+    ("target-jsonl", "current"),
+    ("target-jsonl", "legacy"),
+    ("target-duckdb", "current"),
+    ("target-postgres", "current"),
+    ("target-csv", "current"),
+]
+
+
+@pytest.mark.parametrize(("target", "behaviour"), CASES)
+def test_target_gets_every_patient_once_then_only_the_changes(
+    target: str,
+    behaviour: str,
+    sandbox: Any,
+    target_executable: Callable[[str], Path],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    destination = DESTINATIONS[target](tmp_path, request)
+    executable = target_executable(target)
+    with sandbox(patients=PATIENTS, seed=61, behaviour=behaviour) as server:
         config = tap_config(server.base_url, per_page=50)
-        first = run_tap(config, tmp_path)
-        run_target(target, target_config, first, tmp_path)
-        snapshot = server.store.snapshot()
+        first = run_pipe(config, executable, destination.config, tmp_path / "run-1")
+        before = server.store.snapshot()
+        check_full_load(target, destination, first, before, behaviour)
 
-        for stream in STREAMS:
-            expected = {i for i, e in snapshot.items() if STATUS_STREAM[e["status"]] == stream}
-            rows = loaded.rows(stream)
-            assert set(by_id(rows)) == expected, f"{target}/{stream}: patients lost or extra"
-            if target != "target-csv":  # a CSV file is written whole each run
-                assert len(by_id(rows)) == len(rows) or target == "target-jsonl"
-            assert all(len(str(row["id"])) == 19 for row in rows), "19-digit ids intact"
-        active = by_id(loaded.rows("patients"))
-        null_email = [i for i in active if snapshot[i]["record"]["email"] is None]
-        assert null_email, "the data has patients without an e-mail"
-        assert all(active[i]["email"] is None for i in null_email), "null stays null"
-        if (kind := loaded.timestamp_type("patients")) is not None:
-            assert kind in TIMESTAMP_TYPES, f"updated_at landed as {kind}"
-
-        ids = sorted((i for i in active), key=int)
-        changed = {ids[0]: "first", ids[len(ids) // 2]: "middle", ids[-1]: "last"}
-        for patient_id, note in changed.items():
-            server.store.update_patient(patient_id, {"notes": f"changed {note}"})
-        server.store.archive_patient(ids[1])
-        state = last_state(first)
-        second = run_tap(config, tmp_path, state=state)
-        emitted = [
-            json.loads(line)["record"]
-            for line in second.decode().splitlines()
-            if line.startswith('{"type":"RECORD"')
-        ]
-        bookmarks = {s: state["bookmarks"][s]["replication_key_value"] for s in STREAMS}
-        moved = {r["id"] for r in emitted if r["updated_at"] not in bookmarks.values()}
-        assert moved == {*changed, ids[1]}, "the incremental run carries only the changed patients"
-        run_target(target, target_config, second, tmp_path)
-
-    after = by_id(loaded.rows("patients"))
-    for patient_id, note in changed.items():
-        assert after[patient_id]["notes"] == f"changed {note}"
-    assert ids[1] in by_id(loaded.rows("archived_patients"))
-    if target == "target-csv":
-        assert set(after) <= {*changed, *(r["id"] for r in emitted)}, "second file: changes only"
+        loaded_before = {stream: destination.rows(stream) for stream in STREAMS}
+        changes = change_patients(server)
+        second = run_pipe(
+            config, executable, destination.config, tmp_path / "run-2", state=first.state
+        )
+    check_incremental(target, destination, (first, second), loaded_before, before, changes)
