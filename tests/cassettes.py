@@ -17,20 +17,15 @@ from typing import Any
 
 import vcr
 
+from tap_cliniko.records import KEPT_WHEN_REDACTED
+
 CASSETTES = Path(__file__).parent / "cassettes"
 RECORD_PORT = 18765
 LOCAL_BASE_URL = f"http://127.0.0.1:{RECORD_PORT}/v1"
 PER_PAGE = 25  # small pages, so the cassettes hold several pages per stream
-# Kept from a real account: structure, ids, timestamps, consent. Everything else is replaced.
-KEPT = {
-    "id",
-    "created_at",
-    "updated_at",
-    "archived_at",
-    "deleted_at",
-    "merged_at",
-    "accepted_privacy_policy",
-}
+# Kept from a real account: ids, links (the deleted route's only id), timestamps, consent.
+# The same fields the privacy setting keeps; everything else is replaced.
+KEPT = KEPT_WHEN_REDACTED
 DROPPED_HEADERS = ("Authorization", "Set-Cookie", "Cookie")
 
 
