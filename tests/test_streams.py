@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections import Counter
@@ -253,3 +254,31 @@ def test_privacy_redaction_blanks_personal_fields_and_keeps_counts(sandbox: Any,
                 assert record["updated_at"] and record["accepted_privacy_policy"] is consent
             else:
                 assert record["first_name"] == snapshot[record["id"]]["record"]["first_name"]
+
+
+def test_batch_messages_carry_every_patient_cleaned(sandbox: Any, tmp_path: Path) -> None:
+    """The SDK's BATCH mode goes through the same record cleaning as RECORD messages."""
+    storage = {"root": tmp_path.as_uri(), "prefix": "batch-"}
+    batch_config = {"encoding": {"format": "jsonl", "compression": "gzip"}, "storage": storage}
+    with sandbox(patients=130, seed=37, behaviour="legacy") as server:
+        # The older behaviour: integer ids and "" dates, which the cleaning must fix.
+        result = run_tap(tap_config(server.base_url, per_page=40, batch_config=batch_config))
+        expected = expected_ids(server)
+    assert not any(result.records.values()), "batch mode writes no RECORD messages"
+    batches = [json.loads(line) for line in result.lines if '"BATCH"' in line[:20]]
+    for stream in STREAMS:
+        rows = [
+            json.loads(row)
+            for batch in batches
+            if batch["stream"] == stream
+            for uri in batch["manifest"]
+            for row in gzip.decompress(Path(uri.removeprefix("file://")).read_bytes()).splitlines()
+        ]
+        assert {row["id"] for row in rows} == expected[stream]
+        dates = [
+            n for n, p in SCHEMA["properties"].items() if p.get("format") in ("date", "date-time")
+        ]
+        for row in rows:
+            assert isinstance(row["id"], str) and row["updated_at"], row["id"]
+            assert not [name for name in dates if row.get(name) == ""], row["id"]
+        assert result.bookmark(stream), f"{stream}: no bookmark after a batch sync"
