@@ -22,17 +22,23 @@ STREAM_TYPES = (PatientsStream, ArchivedPatientsStream, DeletedPatientsStream)
 
 
 class BufferedWriter(MsgSpecWriter):
-    """msgspec output that flushes at STATE and other control messages, not every record.
+    """msgspec output written in chunks: at STATE and other control messages, and every MB.
 
     A STATE line reaches the target only together with every record before it, so a killed
     tap never leaves a target holding state that points past records it did not receive.
+    Records after the last STATE may be lost with the process; the next run reads them again.
     """
+
+    chunk_bytes = 1 << 20
 
     @override
     def write_message(self, message: Message) -> None:
-        sys.stdout.buffer.write(self.format_message(message))
-        if not isinstance(message, RecordMessage):
+        pending: bytearray = self.__dict__.setdefault("_pending", bytearray())
+        pending += self.format_message(message)
+        if len(pending) >= self.chunk_bytes or not isinstance(message, RecordMessage):
+            sys.stdout.buffer.write(pending)
             sys.stdout.flush()
+            pending.clear()
 
 
 class TapCliniko(Tap):

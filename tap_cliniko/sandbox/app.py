@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import collections
-import json
 import math
 import re
 import socket
@@ -16,6 +15,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
 from flask import Flask, Response, request
 
 from tap_cliniko.sandbox.faults import Faults
@@ -74,8 +74,9 @@ class RateLimiter:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # msgspec: the same compact UTF-8 JSON as json.dumps, several times faster (benchmarks).
     return Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        msgspec.json.encode(body),
         status=status,
         mimetype="application/json",
         headers=headers,
