@@ -71,6 +71,21 @@ def test_legacy_cassette_holds_the_documented_shape() -> None:
     assert any(p["archived_at"] == "" for p in patients)
     current = [p for body in _bodies("current") for p in body["patients"]]
     assert all(isinstance(p["id"], str) for p in current if "id" in p)
+    documented = next(p for p in patients if p["id"] == 1)
+    assert (documented["first_name"], documented["last_name"]) == ("Peter", "Patientman")
+    assert documented["archived_at"] == documented["deleted_at"] == ""
+
+
+def test_documented_example_patient_syncs_to_a_clean_record() -> None:
+    """The Patients page's own example, replayed: id as text, "" dates null, the rest as sent."""
+    record = next(r for r in replay("legacy")["patients"] if r["id"] == "1")
+    assert record["archived_at"] is None and record["deleted_at"] is None
+    assert record["date_of_birth"] == "2001-05-26"
+    assert record["updated_at"] == record["created_at"] == "2013-03-26T14:00:00Z"
+    assert record["notes"] == "" and record["medicare"] == ""
+    assert record["invoice_extra_information"] == "Insurance #123456\r\nClaim #123456"
+    assert [p["number"] for p in record["patient_phone_numbers"]] == ["61444444444", "61399999999"]
+    assert record["concession_type"]["links"]["self"].endswith("/concession_types/123")
 
 
 def _bodies(cassette: str) -> list[dict]:

@@ -409,12 +409,12 @@ class Store:
         self_link = f"{base}/patients/{pid}"
         if listing == "deleted" and self.behaviour == "current":
             return {"deleted_at": patient["deleted_at"], "links": {"self": self_link}}
-        links = {
-            "medical_alerts": {"links": {"self": f"{self_link}/medical_alerts"}},
-            "invoices": {"links": {"self": f"{self_link}/invoices"}},
-            "appointments": {"links": {"self": f"{self_link}/appointments"}},
-            "concession_type": {"links": {"self": f"{base}/concession_types/1"}},
-            "referring_doctor": {"links": {"self": f"{base}/contacts/1"}},
+        links = {  # in the order and form of the Patients page's example
+            "concession_type": {"links": {"self": f"{base}/concession_types/123"}},
+            "referring_doctor": {"links": {"self": f"{base}/contacts/123"}},
+            "medical_alerts": {"links": {"self": f"{self_link}/medical_alerts?page=1"}},
+            "invoices": {"links": {"self": f"{self_link}/invoices?page=1"}},
+            "appointments": {"links": {"self": f"{self_link}/appointments?page=1"}},
             "links": {"self": self_link},
         }
         if self.behaviour == "legacy":

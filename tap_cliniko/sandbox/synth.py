@@ -95,6 +95,49 @@ NOTE_LINES = [
 YEARS_OF_HISTORY = 6
 
 
+# Patient 1 is the example patient of Cliniko's own Patients page, field for field, so that
+# the older shape's responses (and the cassettes recorded from them) hold the documented one.
+DOCUMENTED_PATIENT: dict[str, Any] = {
+    "accepted_privacy_policy": True,
+    "accepted_sms_marketing": False,
+    "address_1": "1 Smith Street",
+    "address_2": "",
+    "address_3": "",
+    "city": "Melbourne",
+    "country": "Australia",
+    "created_at": "2013-03-26T14:00:00Z",
+    "date_of_birth": "2001-05-26",
+    "email": "peter@example.com",
+    "emergency_contact": "",
+    "first_name": "Peter",
+    "invoice_default_to": "Super Insurance",
+    "invoice_email": "super.insurance@example.com",
+    "invoice_extra_information": "Insurance #123456\r\nClaim #123456",
+    "gender": "Male",
+    "gender_identity": "Transgender",
+    "last_name": "Patientman",
+    "label": "Peter Patientman",
+    "medicare": "",
+    "medicare_reference_number": "",
+    "notes": "",
+    "appointment_notes": "",
+    "occupation": "",
+    "old_reference_id": "",
+    "post_code": "3000",
+    "receives_confirmation_emails": True,
+    "referral_source": "",
+    "reminder_type": "SMS & Email",
+    "sex": "Female to Male",
+    "state": "Victoria",
+    "title": "Mr",
+    "updated_at": "2013-03-26T14:00:00Z",
+    "patient_phone_numbers": [
+        {"phone_type": "Mobile", "number": "61444444444"},
+        {"phone_type": "Home", "number": "61399999999"},
+    ],
+}
+
+
 def iso(moment: datetime) -> str:
     """A UTC moment as Cliniko writes it."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -225,4 +268,6 @@ def synthetic_patients(count: int, seed: int, now: datetime) -> list[dict[str, A
         elif fate < 0.15:
             patient["deleted_at"] = patient["updated_at"]
         patients.append(patient)
+    if patients:
+        patients[0].update(DOCUMENTED_PATIENT)
     return patients

@@ -191,8 +191,20 @@ def test_legacy_behaviour_matches_the_older_page(start: Any) -> None:
     assert all(p["first_name"] for p in deleted.json()["patients"])
 
 
+def test_legacy_patient_one_is_the_documented_example(start: Any) -> None:
+    """The older shape answers with the Patients page's own example, to the field."""
+    text = (Path(__file__).parents[1] / "api-docs" / "patients.md").read_text()
+    example = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])["patients"][0]
+    server, client = start(patients=30, seed=8, behaviour="legacy")
+    expected = json.loads(
+        json.dumps(example).replace("https://api.cliniko.com/v1", server.base_url)
+    )
+    assert client.get("/patients/1").json() == expected
+    assert client.get("/patients", per_page=5).json()["patients"][0] == expected
+
+
 def test_current_behaviour_matches_the_newer_spec(start: Any) -> None:
-    spec_file = Path(__file__).parents[3] / "shared" / "cliniko-api" / "openapi-patients.json"
+    spec_file = Path(__file__).parents[1] / "api-docs" / "openapi-patients.json"
     spec = json.loads(spec_file.read_text())
     _, client = start(patients=150, seed=9)
     patients = client.get("/patients", per_page=100).json()["patients"]
