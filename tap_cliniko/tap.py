@@ -31,14 +31,16 @@ class BufferedWriter(MsgSpecWriter):
 
     chunk_bytes = 1 << 20
 
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
     @override
     def write_message(self, message: Message) -> None:
-        pending: bytearray = self.__dict__.setdefault("_pending", bytearray())
-        pending += self.format_message(message)
-        if len(pending) >= self.chunk_bytes or not isinstance(message, RecordMessage):
-            sys.stdout.buffer.write(pending)
+        self._pending += self.format_message(message)
+        if len(self._pending) >= self.chunk_bytes or not isinstance(message, RecordMessage):
+            sys.stdout.buffer.write(self._pending)
             sys.stdout.flush()
-            pending.clear()
+            self._pending.clear()
 
 
 class TapCliniko(Tap):

@@ -268,6 +268,6 @@ def synthetic_patients(count: int, seed: int, now: datetime) -> list[dict[str, A
         elif fate < 0.15:
             patient["deleted_at"] = patient["updated_at"]
         patients.append(patient)
-    if patients:
-        patients[0].update(DOCUMENTED_PATIENT)
+    if patients:  # active, as in the example
+        patients[0].update(DOCUMENTED_PATIENT, archived_at=None, deleted_at=None)
     return patients
