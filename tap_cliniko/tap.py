@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from functools import cached_property
@@ -22,25 +23,18 @@ STREAM_TYPES = (PatientsStream, ArchivedPatientsStream, DeletedPatientsStream)
 
 
 class BufferedWriter(MsgSpecWriter):
-    """msgspec output written in chunks: at STATE and other control messages, and every MB.
+    """msgspec output that flushes at STATE and other control messages, not every record.
 
     A STATE line reaches the target only together with every record before it, so a killed
     tap never leaves a target holding state that points past records it did not receive.
-    Records after the last STATE may be lost with the process; the next run reads them again.
+    Records after the last STATE are flushed with stdout when the process ends.
     """
-
-    chunk_bytes = 1 << 20
-
-    def __init__(self) -> None:
-        self._pending = bytearray()
 
     @override
     def write_message(self, message: Message) -> None:
-        self._pending += self.format_message(message)
-        if len(self._pending) >= self.chunk_bytes or not isinstance(message, RecordMessage):
-            sys.stdout.buffer.write(self._pending)
+        sys.stdout.buffer.write(self.format_message(message))
+        if not isinstance(message, RecordMessage):
             sys.stdout.flush()
-            self._pending.clear()
 
 
 class TapCliniko(Tap):
@@ -110,8 +104,24 @@ def check_input_files(argv: list[str]) -> None:
             )
 
 
+def use_large_stdout_buffer(size: int = 1 << 20) -> None:
+    """Give stdout a 1 MB buffer: one write per ~350 records instead of one per 8 KB.
+
+    Python flushes sys.stdout when it exits, however it exits, so records written after the
+    last STATE still reach the target.
+    """
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (embedded, or captured): leave it as it is
+    sys.stdout.flush()
+    raw = io.FileIO(descriptor, "w", closefd=False)
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=size), encoding="utf-8")
+
+
 def main() -> None:
     """Run the tap's command line, turning known failures into one line on stderr."""
+    use_large_stdout_buffer()
     try:
         check_input_files(sys.argv[1:])
         TapCliniko.cli()

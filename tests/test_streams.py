@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -282,3 +284,26 @@ def test_batch_messages_carry_every_patient_cleaned(sandbox: Any, tmp_path: Path
             assert isinstance(row["id"], str) and row["updated_at"], row["id"]
             assert not [name for name in dates if row.get(name) == ""], row["id"]
         assert result.bookmark(stream), f"{stream}: no bookmark after a batch sync"
+
+
+def test_records_after_the_last_state_reach_stdout_when_the_process_ends(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    """A quiet incremental run ends with records and no new STATE; the real CLI writes them."""
+    tap = Path(sys.executable).with_name("tap-cliniko")
+    with sandbox(patients=200, seed=41) as server:
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps(tap_config(server.base_url, per_page=30)))
+        state = tmp_path / "state.json"
+        outputs = []
+        for _ in range(3):  # full; learns the deleted route's filter; quiet
+            args = [tap, "--config", config] + (["--state", state] if outputs else [])
+            run = subprocess.run(args, capture_output=True, check=True, cwd=tmp_path)
+            outputs.append([json.loads(line) for line in run.stdout.splitlines()])
+            states = [m["value"] for m in outputs[-1] if m["type"] == "STATE"]
+            state.write_text(json.dumps(states[-1]))
+        expected = run_tap(tap_config(server.base_url, per_page=30), state=states[-1])
+    quiet = outputs[-1]
+    assert quiet[-1]["type"] == "RECORD", "the quiet run should end with records after STATE"
+    emitted = [(m["stream"], m["record"]["id"]) for m in quiet if m["type"] == "RECORD"]
+    assert sorted(emitted) == sorted((s, r["id"]) for s, r in expected.sequence)
