@@ -16,6 +16,12 @@ import msgspec
 
 from tap_cliniko.sandbox.synth import iso, synthetic_patients
 
+# Which rows each list route holds (the partial indexes repeat these conditions exactly).
+ROUTE_MEMBERS = {
+    "active": "deleted_at IS NULL AND archived_at IS NULL",
+    "archived": "deleted_at IS NULL AND archived_at IS NOT NULL",
+    "deleted": "deleted_at IS NOT NULL",
+}
 CURRENT_ID_BASE = 1_100_000_000_000_000_000  # 19-digit ids, as on today's accounts
 CURRENT_ID_STEP = 7919
 TIME_COLUMNS = ("created_at", "updated_at", "archived_at", "deleted_at")
@@ -179,17 +185,20 @@ class Store:
                 " old_reference_id TEXT, preferred_first_name TEXT,"
                 " accepted_privacy_policy INTEGER, data TEXT NOT NULL)"
             )
-            # (deleted_at, archived_at) answers each route's count(*) from the index alone.
-            indexes = (
-                "created_at, id",
-                "updated_at",
-                "archived_at",
-                "deleted_at",
-                "deleted_at, archived_at",
+            # One pair of partial indexes per list route, so that keyset pages (by id), page
+            # numbers (by created_at), and each page's count(*) read only that route's rows.
+            for old in ("by_archived_at", "by_deleted_at", "by_deleted_at_archived_at"):
+                self._db.execute(f"DROP INDEX IF EXISTS {old}")  # earlier versions' indexes
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS by_created_at_id ON patients (created_at, id)"
             )
-            for index in indexes:
-                name = "by_" + index.replace(", ", "_")
-                self._db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON patients ({index})")
+            self._db.execute("CREATE INDEX IF NOT EXISTS by_updated_at ON patients (updated_at)")
+            for route, members in ROUTE_MEMBERS.items():
+                for name, columns in (("id", "id"), ("created", "created_at, id")):
+                    self._db.execute(
+                        f"CREATE INDEX IF NOT EXISTS {route}_by_{name} ON patients ({columns})"
+                        f" WHERE {members}"
+                    )
 
     def count(self) -> int:
         """How many patients the account holds, deleted ones included."""
@@ -276,13 +285,9 @@ class Store:
 
     @staticmethod
     def _membership(route: str, filters: list[str]) -> tuple[list[str], list[Any]]:
-        if route == "deleted":
-            return ["deleted_at IS NOT NULL"], []
-        if route == "archived":
-            return ["deleted_at IS NULL", "archived_at IS NOT NULL"], []
-        if any(f.startswith("archived_at:") for f in filters):
+        if route == "active" and any(f.startswith("archived_at:") for f in filters):
             return ["deleted_at IS NULL"], []
-        return ["deleted_at IS NULL", "archived_at IS NULL"], []
+        return [ROUTE_MEMBERS[route]], []
 
     @staticmethod
     def _order(sort: str | None) -> str:
