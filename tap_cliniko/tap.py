@@ -107,7 +107,7 @@ def check_input_files(argv: list[str]) -> None:
 def use_large_stdout_buffer(size: int = 1 << 20) -> None:
     """Give stdout a 1 MB buffer: one write per ~350 records instead of one per 8 KB.
 
-    Python flushes sys.stdout when it exits, however it exits, so records written after the
+    Python flushes sys.stdout on every exit short of SIGKILL, so records written after the
     last STATE still reach the target.
     """
     try:
