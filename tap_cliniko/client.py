@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,7 +44,11 @@ _PACKAGE = Path(__file__).resolve().parent
 SCHEMAS = _PACKAGE / "schemas" if (_PACKAGE / "schemas").is_dir() else _PACKAGE.parent / "schemas"
 
 
+# Keys of a stream's state beyond the SDK's: what this account was found to need.
 LEARNED_FALLBACKS = "unsearchable_filters"
+PAGING_MODE = "paging_mode"
+ROUTE = "route"
+LAST_FULL_READ = "last_full_read"
 
 
 class NotSearchable(ClinikoError):
@@ -110,6 +114,7 @@ class ClinikoAPI:
         budget: RequestBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = cliniko.check_base_url(base_url)
         self._auth = (api_key, "")
@@ -118,20 +123,23 @@ class ClinikoAPI:
         self.budget = budget or RequestBudget(requests_per_minute, sleep=sleep)
         self._sleep = sleep
         self._wall_clock = wall_clock
+        self._clock = clock
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": user_agent})
-        self.requests_sent = 0
-        self.rate_limited = 0
 
     def get_page(self, url: str, params: Params) -> Page:
-        """GET one list page, waiting and retrying as Cliniko's answer asks."""
+        """GET one list page, waiting and retrying as Cliniko's answer asks.
+
+        The retry budget is the time elapsed since the first attempt, waits and slow
+        answers alike.
+        """
         if not cliniko.same_origin(url, self.base_url):
             raise ClinikoError(
                 f"refusing to send the API key to {urlsplit(url).scheme}://"
                 f"{urlsplit(url).netloc}: Cliniko's next link left {self.base_url}"
             )
         path = urlsplit(url).path
-        waited = 0.0
+        started = self._clock()
         attempt = 0
         while True:
             attempt += 1
@@ -140,12 +148,19 @@ class ClinikoAPI:
             except RetryableResponse as exc:
                 wait = exc.wait if exc.wait is not None else cliniko.backoff_wait(attempt)
                 reason = str(exc)
-            except (requests.Timeout, requests.ConnectionError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 wait = cliniko.backoff_wait(attempt)
-                reason = type(exc).__name__
-            if waited + wait > self.max_retry_seconds:
+                reason = _transient_reason(exc)
+            except requests.RequestException as exc:
+                # Anything else the HTTP layer raises (a malformed URL, a bad header...) is
+                # not worth retrying; the user gets its kind, never a traceback.
                 raise ClinikoError(
-                    f"GET {path} still failing after {attempt} attempts over {waited:.0f}s"
+                    f"GET {path} failed: {type(exc).__name__}; check base_url and the network"
+                ) from None
+            elapsed = self._clock() - started
+            if elapsed + wait > self.max_retry_seconds:
+                raise ClinikoError(
+                    f"GET {path} still failing after {attempt} attempts over {elapsed:.0f}s"
                     f" ({reason}): Cliniko may be down or throttling; rerun later, or raise"
                     " max_retry_seconds"
                 )
@@ -153,19 +168,16 @@ class ClinikoAPI:
                 "GET %s: %s; retrying in %.1fs (attempt %d)", path, reason, wait, attempt
             )
             self._sleep(wait)
-            waited += wait
 
     def _get_once(self, url: str, params: Params, path: str) -> Page:
         self.budget.acquire()
-        self.requests_sent += 1
         response = self.session.get(
             url, params=params, auth=self._auth, timeout=self.timeout, allow_redirects=False
         )
         status = response.status_code
         LOGGER.debug("GET %s -> %d", path, status)
         if status == 429:
-            self.rate_limited += 1
-            wait = cliniko.rate_limit_wait(dict(response.headers), self._wall_clock())
+            wait = cliniko.rate_limit_wait(response.headers, self._wall_clock())
             self.budget.pause(wait)
             raise RetryableResponse("429 rate limited", wait=wait)
         if status >= 500:
@@ -173,7 +185,7 @@ class ClinikoAPI:
         if status == 400 and _message(response) == cliniko.NOT_SEARCHABLE:
             raise NotSearchable(f"HTTP 400 from GET {path}: {cliniko.NOT_SEARCHABLE}")
         if status != 200:
-            raise cliniko.status_error(status, path)
+            raise cliniko.status_error(status, path, _message(response) if status == 400 else None)
         try:
             # msgspec parses a page several times faster than the stdlib, ints kept exact.
             body = msgspec.json.decode(response.content)
@@ -187,8 +199,23 @@ class ClinikoAPI:
             patients=body["patients"],
             next_link=links.get("next") if isinstance(links, dict) else None,
             total_entries=total if isinstance(total, int) else None,
-            server_time=cliniko.server_time(dict(response.headers)),
+            server_time=cliniko.server_time(response.headers),
         )
+
+
+#: Failures of the connection rather than of the request: worth asking again.
+TRANSIENT_ERRORS = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,  # the body ended early: a dropped connection
+    requests.exceptions.ContentDecodingError,
+)
+
+
+def _transient_reason(exc: Exception) -> str:
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "connection dropped mid-response"
+    return type(exc).__name__
 
 
 def _message(response: requests.Response) -> str | None:
@@ -214,6 +241,11 @@ class ClinikoStream(RESTStream[Any]):
     #: What to filter on instead when Cliniko answers that a column is not searchable
     #: (None: read the whole route, which costs requests but loses nothing).
     fallbacks: ClassVar[dict[str, str | None]] = {}
+    #: When the route answers 404: the list and filter holding the same rows, or None to
+    #: skip the stream with a warning.
+    route_fallback: ClassVar[tuple[str, str] | None] = None
+    #: Rows never leave this list, so links.next as given is safe when sort=id is not.
+    append_only: ClassVar[bool] = False
 
     @property
     def api(self) -> ClinikoAPI:
@@ -227,15 +259,28 @@ class ClinikoStream(RESTStream[Any]):
 
     @override
     def get_replication_key_signpost(self, context: Context | None = None) -> None:
-        # The cap on the bookmark is the server's clock at the first response, set in
-        # request_records: the local clock may run ahead of Cliniko's.
+        # The cap on the bookmark is the server's clock at the first response less the
+        # lookback, set in _note_server_start: the local clock may run ahead of Cliniko's.
         return None
 
     @override
     def request_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
-        start = self.get_starting_timestamp(context)
+        state = self.get_context_state(context)
+        if LAST_FULL_READ not in state and state.get("replication_key_value"):
+            # State from before periodic full reads: its clock starts at the bookmark.
+            state[LAST_FULL_READ] = state["replication_key_value"]
+        full_read = _full_read_due(state, self.config.get("full_reread_days", 7))
+        if full_read:
+            # A whole read: nothing an incremental run could miss survives it, and every
+            # learned fallback is checked again.
+            for key in (LEARNED_FALLBACKS, PAGING_MODE, ROUTE):
+                state.pop(key, None)
+            start = cliniko.parse_time(self.config.get("start_date"))
+        else:
+            start = self.get_starting_timestamp(context)
         passes = [self._since(f, start, context) for f in self.since_fields] if start else [[]]
         emitted: dict[str, tuple[Any, ...]] = {}
+        self._route_missing = False
         for filters in passes:
             for raw in self._scan(filters, context):
                 if len(passes) > 1:
@@ -245,6 +290,11 @@ class ClinikoStream(RESTStream[Any]):
                         continue
                     emitted[key] = version
                 yield raw
+            if self._route_missing:
+                break
+        if full_read:
+            moment = getattr(self, "_server_start", None) or datetime.now(UTC)
+            state[LAST_FULL_READ] = cliniko.format_time(moment)
 
     def _since(self, column: str, start: datetime, context: Context | None) -> list[str]:
         """The filter selecting rows changed since start, as far as this account allows."""
@@ -253,37 +303,101 @@ class ClinikoStream(RESTStream[Any]):
         return [cliniko.since_filter(instead, start)] if instead else []
 
     def _scan(self, filters: list[str], context: Context | None) -> Iterator[dict[str, Any]]:
-        url = f"{self.url_base}{self.path}"
-        params: Params = [("q[]", f) for f in filters]
+        """The rows of this stream's list matching filters, by the best paging mode that works."""
+        state = self.get_context_state(context)
+        path, extra = self.path, []
+        if state.get(ROUTE) == "fallback" and self.route_fallback:
+            path, hidden = self.route_fallback
+            extra = [hidden]
+        elif state.get(ROUTE) == "missing":
+            self._say_route_missing()
+            return
+        url = f"{self.url_base}{path}"
+        params: Params = [("q[]", f) for f in [*extra, *filters]]
         params += [("sort", "id"), ("per_page", str(self.config.get("per_page", 100)))]
+        mode = state.get(PAGING_MODE, paging.ID_MODE)
         progress = _Progress(self.name)
-        pages = paging.scan(self.api.get_page, url, params)
+        if mode == paging.ID_MODE:
+            pages = paging.scan(self.api.get_page, url, params)
+        else:
+            pages = paging.SCANS[mode](self.api.get_page, url, params)
         try:
             first = next(pages)
+            self._note_server_start(first, context)
+            for page in itertools.chain([first], pages):
+                yield from self._keep(page.patients, extra)
+                progress.page(len(page.patients), page.total_entries)
         except NotSearchable:
-            column = filters[0].split(":", 1)[0] if filters else ""
-            if column not in self.fallbacks:
+            instead = self._learn_filter(filters, context)
+            yield from self._scan(instead, context)
+        except (paging.OutOfOrder, cliniko.SortRefused) as exc:
+            if mode != paging.ID_MODE:
                 raise
-            instead = self.fallbacks[column]
-            # Kept in the stream's state, so later runs do not ask for the refused filter again.
-            state = self.get_context_state(context)
-            state.setdefault(LEARNED_FALLBACKS, {})[column] = instead
-            LOGGER.info(
-                "%s: Cliniko cannot filter on %s here; using %s instead",
+            state[PAGING_MODE] = paging.LINKS_MODE if self.append_only else paging.CREATED_MODE
+            LOGGER.warning(
+                "%s: Cliniko %s sort=id here; paging by %s instead (nothing is skipped;"
+                " rows already sent may come again)",
                 self.name,
-                column,
-                instead or "no filter",
+                "refused" if isinstance(exc, cliniko.SortRefused) else "ignored",
+                state[PAGING_MODE],
             )
-            rest = [f"{instead}:{filters[0].split(':', 1)[1]}"] if instead else []
-            yield from self._scan(rest, context)
-            return
-        self._note_server_start(first, context)
-        for page in itertools.chain([first], pages):
-            yield from page.patients
-            progress.page(len(page.patients), page.total_entries)
+            yield from self._scan(filters, context)
+        except cliniko.RouteNotFound:
+            if ROUTE in state:
+                raise
+            state[ROUTE] = "fallback" if self.route_fallback else "missing"
+            if self.route_fallback:
+                LOGGER.warning(
+                    "%s: Cliniko has no %s on this account; reading %s with %s instead",
+                    self.name,
+                    self.path,
+                    *self.route_fallback,
+                )
+            yield from self._scan(filters, context)
+
+    def _keep(self, rows: list[dict[str, Any]], extra: list[str]) -> list[dict[str, Any]]:
+        """Rows of this stream: all of them, unless a fallback route also holds others."""
+        if not extra:
+            return rows
+        column = extra[0].split(":", 1)[0]
+        return [row for row in rows if row.get(column) and not row.get("deleted_at")]
+
+    def _say_route_missing(self) -> None:
+        self._route_missing = True
+        LOGGER.warning(
+            "%s: Cliniko has no %s on this account, so %s cannot be read; the other streams go on",
+            self.name,
+            self.path,
+            self.name.replace("_", " "),
+        )
+
+    def _learn_filter(self, filters: list[str], context: Context | None) -> list[str]:
+        """Remember in state what to filter on instead of a column Cliniko cannot search."""
+        column = filters[0].split(":", 1)[0] if filters else ""
+        if column not in self.fallbacks:
+            raise ClinikoError(
+                f"{self.name}: Cliniko cannot filter on {column or 'this list'} here and the"
+                " tap knows no other way: please report this with the tap's version"
+            )
+        instead = self.fallbacks[column]
+        # Kept in the stream's state, so later runs do not ask for the refused filter again.
+        state = self.get_context_state(context)
+        state.setdefault(LEARNED_FALLBACKS, {})[column] = instead
+        LOGGER.info(
+            "%s: Cliniko cannot filter on %s here; using %s instead",
+            self.name,
+            column,
+            instead or "no filter",
+        )
+        return [f"{instead}:{filters[0].split(':', 1)[1]}"] if instead else []
 
     def _note_server_start(self, page: Page, context: Context | None) -> None:
-        """Cap this stream's bookmark at the server's clock when its first answer came."""
+        """Cap this stream's bookmark at the server's clock at its first answer, less the lookback.
+
+        The bookmark's cap is stamped by Cliniko's web server after it read the rows, and
+        updated_at by whichever machine saved a row: an edit landing after the read but
+        stamped a little earlier must still be >= the next run's filter.
+        """
         if getattr(self, "_server_start", None) is not None:
             return
         moment = page.server_time
@@ -294,8 +408,9 @@ class ClinikoStream(RESTStream[Any]):
             )
             moment = datetime.now(UTC)
         self._server_start: datetime | None = moment
+        lookback = timedelta(seconds=self.config.get("lookback_seconds", 300))
         self.state_manager.write_replication_key_signpost(
-            cliniko.format_time(moment), context=context
+            cliniko.format_time(moment - lookback), context=context
         )
 
     @override
@@ -372,3 +487,11 @@ class _Progress:
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _full_read_due(state: dict[str, Any], every_days: float) -> bool:
+    """Tell whether a stream's last whole read is older than every_days (or never happened)."""
+    last = cliniko.parse_time(state.get(LAST_FULL_READ))
+    if last is None:
+        return True
+    return datetime.now(UTC) - last >= timedelta(days=every_days)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
@@ -13,6 +14,7 @@ DEFAULT_SHARD = "au1"
 SHARD_PATTERN = re.compile(r"[a-z]{2}\d{1,2}")
 USER_AGENT_PATTERN = re.compile(r"^\S.*\(\s*[^()\s@]+@[^()\s@]+\.[^()\s@]+\s*\)\s*$")
 NOT_SEARCHABLE = "This column is not searchable."
+MIN_RATE_LIMIT_WAIT = 1.0
 
 
 class ClinikoError(Exception):
@@ -78,12 +80,18 @@ def since_filter(field: str, moment: datetime) -> str:
     return f"{field}:>={format_time(moment)}"
 
 
-def after_id_filter(patient_id: str) -> str:
-    """Return the q[] value selecting rows with an id above patient_id."""
-    return f"id:>{patient_id}"
+def parse_time(value: object) -> datetime | None:
+    """Read a Cliniko date-time (ISO 8601, UTC); None when absent, empty or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def server_time(headers: dict[str, str] | None) -> datetime | None:
+def server_time(headers: Mapping[str, str] | None) -> datetime | None:
     """Return the moment in a response's Date header, or None when absent or unreadable."""
     value = (headers or {}).get("Date")
     if not value:
@@ -95,24 +103,41 @@ def server_time(headers: dict[str, str] | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def rate_limit_wait(headers: dict[str, str], now: float, default: float = 60.0) -> float:
-    """Seconds to wait after a 429, from Retry-After or X-RateLimit-Reset (UNIX seconds)."""
+def rate_limit_wait(headers: Mapping[str, str], now: float, default: float = 60.0) -> float:
+    """Seconds to wait after a 429, from Retry-After or X-RateLimit-Reset (UNIX seconds).
+
+    The reset is a moment on Cliniko's clock, so it is measured against the response's own
+    Date header when there is one, and against `now` (this machine's clock) only without.
+    A wait that comes out at zero or less still pauses MIN_RATE_LIMIT_WAIT: never a hot
+    loop of 429s.
+    """
     retry_after = headers.get("Retry-After")
     if retry_after:
         try:
-            return max(0.0, float(retry_after))
+            return max(MIN_RATE_LIMIT_WAIT, float(retry_after))
         except ValueError:
             try:
-                return max(0.0, parsedate_to_datetime(retry_after).timestamp() - now)
+                moment = parsedate_to_datetime(retry_after).timestamp()
+                return max(MIN_RATE_LIMIT_WAIT, moment - _server_now(headers, now))
             except (TypeError, ValueError):
                 pass
     reset = headers.get("X-RateLimit-Reset")
     if reset:
         try:
-            return max(0.0, math.ceil(float(reset)) - now)
+            return max(MIN_RATE_LIMIT_WAIT, math.ceil(float(reset)) - _server_now(headers, now))
         except ValueError:
             pass
     return default
+
+
+def _server_now(headers: Mapping[str, str], now: float) -> float:
+    """Cliniko's clock when it answered: its Date header, or ours when the two agree."""
+    moment = server_time(headers)
+    if moment is None:
+        return now
+    stamp = moment.timestamp()
+    # Date holds whole seconds: within a second of ours, our clock is the finer reading.
+    return now if -1.5 < stamp - now <= 0.5 else stamp + 0.5
 
 
 def backoff_wait(attempt: int, base: float = 1.0, cap: float = 30.0) -> float:
@@ -120,15 +145,26 @@ def backoff_wait(attempt: int, base: float = 1.0, cap: float = 30.0) -> float:
     return min(cap, base * 2 ** (attempt - 1))
 
 
-def status_error(status: int, path: str) -> ClinikoError:
+class RouteNotFound(ClinikoError):
+    """Cliniko answered 404 for a list route (one the current API may have dropped)."""
+
+
+class SortRefused(ClinikoError):
+    """Cliniko refused the sort parameter (400 naming the sort)."""
+
+
+def status_error(status: int, path: str, message: str | None = None) -> ClinikoError:
     """Explain a final HTTP status in one line, naming the likely cause and the fix."""
+    if status == 400 and message and "sort" in message.lower():
+        return SortRefused(f"HTTP 400 from GET {path}: Cliniko refused the sort parameter")
     causes = {
         400: "Cliniko refused the request as malformed (an unsupported filter or parameter)",
         401: "Cliniko refused the API key: it is wrong, revoked, or belongs to another shard"
         " (check the key's suffix, or base_url)",
-        403: "the API key's user lacks permission to read patients: give that Cliniko user"
-        " access to patients, or use another user's key",
+        403: "the API key's user lacks permission to read this list: give that Cliniko user"
+        " access to it, or use another user's key",
         404: "the path does not exist: check base_url (it should end in /v1)",
     }
     cause = causes.get(status, "Cliniko answered with an unexpected status")
-    return ClinikoError(f"HTTP {status} from GET {path}: {cause}")
+    error = RouteNotFound if status == 404 else ClinikoError
+    return error(f"HTTP {status} from GET {path}: {cause}")

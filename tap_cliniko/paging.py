@@ -1,36 +1,44 @@
-"""Keyset paging over a Cliniko list, so that no patient is skipped while the data changes.
+"""Paging over a Cliniko list, so that no row is skipped while the data changes.
 
-Cliniko pages by page number. When a patient leaves a filtered list mid-sync (archived or
+Cliniko pages by page number. When a row leaves a filtered list mid-sync (archived or
 deleted), every later row moves up one place and page N+1 starts one row too late, so a
-pager that follows `links.next` as given can skip a row for good. Here every request after
-the first follows the server's next link (same host, path and filters) but asks for
-`id > last id seen` on page one instead of page N+1: ids never change, so rows leaving or
-entering the list cannot make the pager jump over anyone.
+pager that follows `links.next` as given can skip a row for good. Three modes, best first:
 
-Long lists are read from both ends at once: an ascending reader, which alone decides when
-the scan is complete, and a descending helper that stops whenever it likes. Two requests in
-flight reach Cliniko's per-minute budget even when one round trip takes longer than the
-budget's interval.
+- `id` (keyset): every request after the first follows the server's next link (same host,
+  path and filters) but asks for `id > last id seen` on page one, sorted by id. Ids never
+  change, so rows leaving or entering the list cannot make the pager jump over anyone.
+  Long lists are read from both ends at once (two requests in flight reach Cliniko's
+  per-minute budget even when one round trip is slower than the budget's interval).
+- `created_at`: for an account that refuses or ignores `sort=id`. Cliniko's documented
+  default order is `created_at` ascending and `created_at` is a documented filter, so the
+  pager asks for `created_at >= the last value seen` and drops the ids it already has.
+- `links`: `links.next` as given, only for lists rows never leave (deleted rows).
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from tap_cliniko.cliniko import ClinikoError
+from tap_cliniko.cliniko import ClinikoError, format_time, parse_time
 from tap_cliniko.records import patient_id
 
 Params = list[tuple[str, str]]
 
+ID_MODE, CREATED_MODE, LINKS_MODE = "id", "created_at", "links"
+#: How often one second's rows are re-read when rows leave it while it is being paged.
+SECOND_REREADS = 5
+
 
 @dataclass
 class Page:
-    """One list response: its patients, next link, total and the server's clock."""
+    """One list response: its rows, next link, total and the server's clock."""
 
     patients: list[dict[str, Any]]
     next_link: str | None
@@ -39,6 +47,10 @@ class Page:
 
 
 Fetch = Callable[[str, Params], Page]
+
+
+class OutOfOrder(ClinikoError):
+    """Cliniko did not return the rows in the order asked for (a sort it ignores)."""
 
 
 def follow(
@@ -69,13 +81,10 @@ def page_ids(patients: list[dict[str, Any]], *, descending: bool = False) -> lis
     for raw in patients:
         raw_id = patient_id(raw)
         if raw_id is None:
-            raise ClinikoError("Cliniko returned a patient without an id")
+            raise ClinikoError("Cliniko returned a row without an id")
         value = int(raw_id)
         if ids and (value >= ids[-1] if descending else value <= ids[-1]):
-            raise ClinikoError(
-                "Cliniko did not return patients in id order (sort=id), so the tap cannot"
-                " page safely: please report this with the tap's version"
-            )
+            raise OutOfOrder("Cliniko did not return rows in id order (sort=id)")
         ids.append(value)
     return ids
 
@@ -89,7 +98,7 @@ def scan(fetch: Fetch, url: str, params: Params, *, parallel: bool = True) -> It
         return
     remaining = None if first.total_entries is None else first.total_entries - len(ids)
     if parallel and remaining is not None and remaining > 2 * len(ids):
-        yield from _both_ends(fetch, first.next_link, ids[-1], remaining, len(ids))
+        yield from _both_ends(fetch, first.next_link, ids[-1])
     else:
         yield from _ascend(fetch, first.next_link, ids[-1])
 
@@ -104,120 +113,224 @@ def _ascend(fetch: Fetch, link: str, last: int) -> Iterator[Page]:
         link, last = page.next_link, ids[-1]
 
 
-class _Meeting:
-    """Where the two readers have got to, so that neither emits what the other did."""
+class _Ends:
+    """How far each reader has got, and what the consumer has taken from each end.
 
-    def __init__(self, low: int, remaining: int, per_page: int) -> None:
-        self.lock = threading.Lock()
-        self.high = low  # every id <= high is read by the ascending reader
-        self.low: int | None = None  # every id >= low is read by the descending helper
-        self.remaining = remaining
-        self.per_page = per_page
-        self.done = threading.Event()
+    The readers shape their requests by what the other has fetched, so that they stop near
+    each other. Only the consumer decides what is taken and when the scan is complete, from
+    the pages it has in hand: a page still inside a reader (a slow target has filled the
+    queue) covers nothing yet, so no row can be dropped between the two.
+    """
 
-    def take_ascending(self, patients: list[dict[str, Any]], ids: list[int]) -> tuple[list, bool]:
-        """Keep the rows below the helper's claim; True when the scan is now complete."""
-        with self.lock:
-            keep = [
-                p for p, i in zip(patients, ids, strict=True) if self.low is None or i < self.low
-            ]
+    def __init__(self, last: int) -> None:
+        self._lock = threading.Lock()
+        self.fetched_high, self.fetched_low = last, cast(int | None, None)  # readers' frontiers
+        self.covered_high: float = last  # every id <= this is taken (ascending end)
+        self.covered_low: float = math.inf  # every id >= this is taken (descending end)
+        self.emitted_high, self.emitted_low = last, cast(int | None, None)  # taken rows' ends
+
+    def request_bounds(self, descending: bool) -> int | None:
+        """The bound a reader's next request may stop at: the other reader's frontier."""
+        with self._lock:
+            return self.fetched_high if descending else self.fetched_low
+
+    def fetched(self, ids: list[int], *, descending: bool) -> bool:
+        """Note a reader's page; True when it reached rows the other reader has fetched."""
+        with self._lock:
+            if not ids:
+                return True
+            if descending:
+                self.fetched_low = ids[-1]
+                return ids[-1] <= self.fetched_high
+            self.fetched_high = ids[-1]
+            return self.fetched_low is not None and ids[-1] >= self.fetched_low
+
+    def take(self, page: Page, ids: list[int], bound: int | None, *, descending: bool) -> bool:
+        """Keep the page's rows not taken yet (in place); True once the ends have met.
+
+        bound is the other end's frontier the page's request stopped at: a page without a
+        next link covers everything up to it.
+        """
+        rows = zip(page.patients, ids, strict=True)
+        if descending:
+            page.patients = [row for row, i in rows if i > self.emitted_high]
+            if page.patients:
+                self.emitted_low = ids[len(page.patients) - 1]
+            reached = (
+                ids[-1] if ids and page.next_link else (-math.inf if bound is None else bound + 1)
+            )
+            self.covered_low = min(self.covered_low, reached)
+        else:
+            low = self.emitted_low
+            page.patients = [row for row, i in rows if low is None or i < low]
             if ids:
-                self.high = max(self.high, ids[-1])
-            self.remaining -= len(keep)
-            return keep, len(keep) < len(ids)
-
-    def take_descending(self, patients: list[dict[str, Any]], ids: list[int]) -> tuple[list, bool]:
-        """Keep the rows above the ascending claim; True when the helper should stop."""
-        with self.lock:
-            if self.done.is_set():
-                return [], True
-            keep = [p for p, i in zip(patients, ids, strict=True) if i > self.high]
-            if keep:
-                self.low = ids[len(keep) - 1]
-            self.remaining -= len(keep)
-            # The ascending reader finishes the last stretch; one more helper page would overlap.
-            return keep, len(keep) < len(ids) or self.remaining <= 2 * self.per_page
-
-    def bounds(self) -> int | None:
-        with self.lock:
-            return self.low
-
-    def floor(self) -> int:
-        with self.lock:
-            return self.high
+                self.emitted_high = max(self.emitted_high, ids[-1])
+            reached = (
+                ids[-1] if ids and page.next_link else (math.inf if bound is None else bound - 1)
+            )
+            self.covered_high = max(self.covered_high, reached)
+        return self.covered_high >= self.covered_low - 1
 
 
-_DONE = object()
+_ASCENDING, _DESCENDING = "ascending", "descending"
+Handoff = tuple[str, Page | BaseException, list[int], int | None]
 
 
-def _both_ends(fetch: Fetch, link: str, last: int, remaining: int, per_page: int) -> Iterator[Page]:
-    meeting = _Meeting(last, remaining, per_page)
-    pages: queue.Queue[Any] = queue.Queue(maxsize=4)
+def _both_ends(fetch: Fetch, link: str, last: int) -> Iterator[Page]:
+    ends = _Ends(last)
+    handoff: queue.Queue[Handoff] = queue.Queue(maxsize=4)
+    stop = threading.Event()
 
-    def put(item: Any) -> None:
-        # Once the scan is complete, the helper's late pages are dropped; _DONE always goes.
-        while not meeting.done.is_set() or item is _DONE or isinstance(item, BaseException):
+    def hand_over(item: Handoff) -> bool:
+        while not stop.is_set():
             try:
-                pages.put(item, timeout=0.2)
-                return
+                handoff.put(item, timeout=0.1)
+                return True
             except queue.Full:
                 continue
+        return False
 
-    def ascending() -> None:
-        next_link, above = link, last
+    def read(direction: str) -> None:
+        descending = direction == _DESCENDING
+        next_link, previous = link, None if descending else last
         try:
-            while True:
-                page = fetch(*follow(next_link, above=above, below=meeting.bounds()))
-                ids = page_ids(page.patients)
-                keep, complete = meeting.take_ascending(page.patients, ids)
-                put(Page(keep, page.next_link, page.total_entries, page.server_time))
-                if complete or not page.next_link or not ids:
-                    return
-                next_link, above = page.next_link, ids[-1]
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put(exc)
-        finally:
-            meeting.done.set()
-            put(_DONE)
-
-    def descending() -> None:
-        next_link, below = link, None
-        try:
-            while not meeting.done.is_set():
-                request = follow(next_link, above=meeting.floor(), below=below, descending=True)
+            while not stop.is_set():
+                bound = ends.request_bounds(descending)
+                if descending:
+                    request = follow(next_link, above=bound, below=previous, descending=True)
+                else:
+                    request = follow(next_link, above=previous, below=bound)
                 page = fetch(*request)
-                ids = page_ids(page.patients, descending=True)
-                keep, stop = meeting.take_descending(page.patients, ids)
-                if keep:
-                    put(Page(keep, page.next_link, page.total_entries, page.server_time))
-                if stop or not page.next_link or not ids:
+                ids = page_ids(page.patients, descending=descending)
+                crossed = ends.fetched(ids, descending=descending)
+                if not hand_over((direction, page, ids, bound)) or not page.next_link or crossed:
                     return
-                next_link, below = page.next_link, ids[-1]
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put(exc)
-        finally:
-            put(_DONE)
+                next_link, previous = page.next_link, ids[-1]
+        except BaseException as exc:  # handed to the consumer, which raises it unless done
+            hand_over((direction, exc, [], None))
 
-    threads = [
-        threading.Thread(target=ascending, name="cliniko-ascending", daemon=True),
-        threading.Thread(target=descending, name="cliniko-descending", daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
-    finished = 0
+    for direction in (_ASCENDING, _DESCENDING):
+        reader = threading.Thread(target=read, args=(direction,), name=f"cliniko-{direction}")
+        reader.daemon = True  # one still waiting on Cliniko must not hold the process open
+        reader.start()
     try:
-        while finished < len(threads):
-            item = pages.get()
-            if item is _DONE:
-                finished += 1
-            elif isinstance(item, BaseException):
+        while True:
+            direction, item, ids, bound = handoff.get()
+            if isinstance(item, BaseException):
                 raise item
-            else:
-                yield item
+            met = ends.take(item, ids, bound, descending=direction == _DESCENDING)
+            yield item
+            if met:
+                return
     finally:
-        meeting.done.set()
-        while any(thread.is_alive() for thread in threads):
-            try:
-                pages.get(timeout=0.1)
-            except queue.Empty:
-                continue
+        # A request still in flight is left to finish on its own: its page is not needed.
+        stop.set()
+
+
+def scan_by_created(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:
+    """Yield a list's rows in Cliniko's default created_at order, keyed by created_at.
+
+    Each request asks for `created_at >= the newest value seen`, so a row leaving the list
+    cannot shift anyone past the pager; rows of that second already yielded are dropped by
+    id. A second holding more rows than a page is read page by page on its own, again
+    from its start whenever its count changes while it is read.
+    """
+    base = [
+        (key, value)
+        for key, value in params
+        if key != "sort" and not (key == "q[]" and value.startswith(("id:", "created_at:")))
+    ]
+    since: datetime | None = None
+    seen: set[int] = set()  # ids already yielded whose created_at is in the second `since`
+    while True:
+        query = base + ([("q[]", f"created_at:>={format_time(since)}")] if since else [])
+        page = fetch(url, query)
+        stamps = _created_seconds(page.patients, since)
+        fresh = [row for row in page.patients if int(patient_id(row) or 0) not in seen]
+        yield replace(page, patients=fresh)
+        if not page.next_link or not page.patients:
+            return
+        newest = stamps[-1]
+        if newest == since:  # a whole page in one second: read that second by page number
+            yield from _one_second(fetch, url, base, newest, seen)
+            since, seen = newest + timedelta(seconds=1), set()
+            continue
+        seen = {
+            int(patient_id(row) or 0)
+            for row, stamp in zip(page.patients, stamps, strict=True)
+            if stamp == newest
+        }
+        since = newest
+
+
+def _one_second(
+    fetch: Fetch, url: str, base: Params, second: datetime, seen: set[int]
+) -> Iterator[Page]:
+    """Yield the rows created in one second, page by page, re-reading it if its count moves."""
+    window = [
+        *base,
+        ("q[]", f"created_at:>={format_time(second)}"),
+        ("q[]", f"created_at:<{format_time(second + timedelta(seconds=1))}"),
+    ]
+    for _ in range(SECOND_REREADS):
+        total: int | None = None
+        moved = False
+        number = 1
+        while True:
+            page = fetch(url, [*window, ("page", str(number))])
+            fresh = [r for r in page.patients if int(patient_id(r) or 0) not in seen]
+            seen.update(int(patient_id(r) or 0) for r in fresh)
+            yield replace(page, patients=fresh)
+            if total is not None and page.total_entries != total:
+                moved = True
+            total = page.total_entries
+            if not page.next_link or not page.patients:
+                break
+            number += 1
+        if not moved:
+            return
+    raise ClinikoError(
+        f"rows created at {format_time(second)} kept changing while they were read:"
+        " rerun the sync later"
+    )
+
+
+def _created_seconds(rows: list[dict[str, Any]], since: datetime | None) -> list[datetime]:
+    """Each row's created_at to the second, refusing rows out of created_at order."""
+    stamps: list[datetime] = []
+    for row in rows:
+        moment = parse_time(row.get("created_at"))
+        if moment is None:
+            raise ClinikoError(
+                "Cliniko returned a row without created_at where the tap must page by it"
+                " (sort=id is not available): please report this with the tap's version"
+            )
+        moment = moment.replace(microsecond=0)
+        if (stamps and moment < stamps[-1]) or (since is not None and moment < since):
+            raise ClinikoError(
+                "Cliniko returned rows neither in id order (sort=id) nor in its default"
+                " created_at order, so no mode can page safely: please report this with"
+                " the tap's version"
+            )
+        stamps.append(moment)
+    return stamps
+
+
+def scan_links(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:
+    """Yield a list's pages following `links.next` as given (for lists rows never leave)."""
+    query = [(key, value) for key, value in params if key != "sort"]
+    page = fetch(url, query)
+    yield page
+    while page.next_link and page.patients:
+        link = urlsplit(page.next_link)
+        page = fetch(
+            urlunsplit((link.scheme, link.netloc, link.path, "", "")),
+            parse_qsl(link.query, keep_blank_values=True),
+        )
+        yield page
+
+
+SCANS: dict[str, Callable[[Fetch, str, Params], Iterator[Page]]] = {
+    CREATED_MODE: scan_by_created,
+    LINKS_MODE: scan_links,
+}

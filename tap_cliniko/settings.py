@@ -76,6 +76,22 @@ CONFIG_SCHEMA = th.PropertiesList(
         " before the sync fails.",
     ),
     th.Property(
+        "lookback_seconds",
+        th.IntegerType(nullable=False, minimum=0, maximum=86400),
+        default=300,
+        description="How far before Cliniko's clock at the start of a stream the saved bookmark"
+        " stays, so that a row saved by another of Cliniko's machines while the stream was"
+        " read is read again next time (duplicates are possible, losses are not).",
+    ),
+    th.Property(
+        "full_reread_days",
+        th.NumberType(nullable=False, minimum=0),
+        default=7,
+        description="Re-read a stream's whole list when its last whole read is older than this"
+        " many days, repairing anything an incremental run cannot see (an unarchived patient"
+        " whose updated_at did not move, a clock fault). 0: every run.",
+    ),
+    th.Property(
         "privacy_redaction",
         th.StringType(nullable=False, allowed_values=list(PRIVACY_MODES)),
         default="off",

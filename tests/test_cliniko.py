@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import formatdate
 
 import pytest
 
@@ -65,7 +66,6 @@ def test_same_origin_compares_scheme_host_and_port() -> None:
 def test_filters_are_utc_to_the_second_rounded_down() -> None:
     moment = datetime(2024, 3, 1, 10, 0, 5, 999_000, tzinfo=timezone(timedelta(hours=10)))
     assert cliniko.since_filter("updated_at", moment) == "updated_at:>=2024-03-01T00:00:05Z"
-    assert cliniko.after_id_filter("836447129235883061") == "id:>836447129235883061"
 
 
 def test_server_time_from_date_header() -> None:
@@ -76,19 +76,31 @@ def test_server_time_from_date_header() -> None:
     assert cliniko.server_time({"Date": "yesterday"}) is None
 
 
+def _http_date(unix: float) -> str:
+    return formatdate(unix, usegmt=True)
+
+
 @pytest.mark.parametrize(
     ("headers", "wait"),
     [
         ({"Retry-After": "7"}, 7.0),
         ({"X-RateLimit-Reset": "1000042"}, 42.0),
         ({"X-RateLimit-Reset": "1000041.2"}, 42.0),
-        ({"X-RateLimit-Reset": "999990"}, 0.0),
+        ({"X-RateLimit-Reset": "999990"}, cliniko.MIN_RATE_LIMIT_WAIT),
+        ({"Retry-After": "0"}, cliniko.MIN_RATE_LIMIT_WAIT),
+        # The reset is on Cliniko's clock: measured from its Date, not from ours.
+        ({"X-RateLimit-Reset": str(1_003_600 + 42), "Date": _http_date(1_003_600)}, 41.5),
+        ({"X-RateLimit-Reset": str(996_400 + 42), "Date": _http_date(996_400)}, 41.5),
+        # A Date within a second of our clock is read as ours, to the sub-second.
+        ({"X-RateLimit-Reset": "1000042", "Date": _http_date(999_999)}, 42.0),
         ({"Retry-After": "3", "X-RateLimit-Reset": "1000042"}, 3.0),
         ({"Retry-After": "soon", "X-RateLimit-Reset": "1000010"}, 10.0),
         ({}, 60.0),
     ],
 )
-def test_rate_limit_wait(headers: dict[str, str], wait: float) -> None:
+def test_rate_limit_wait_from_headers_on_clinikos_clock(
+    headers: dict[str, str], wait: float
+) -> None:
     assert cliniko.rate_limit_wait(headers, now=1_000_000.0) == pytest.approx(wait)
 
 
@@ -109,3 +121,10 @@ def test_status_errors_name_the_cause_in_one_line(status: int, words: str) -> No
     message = str(cliniko.status_error(status, "/v1/patients"))
     assert words in message
     assert "\n" not in message
+
+
+def test_refused_sort_and_missing_route_are_told_apart() -> None:
+    refused = "Sort parameter must be a valid column name"
+    assert isinstance(cliniko.status_error(400, "/v1/x", refused), cliniko.SortRefused)
+    assert not isinstance(cliniko.status_error(400, "/v1/x", "bad"), cliniko.SortRefused)
+    assert isinstance(cliniko.status_error(404, "/v1/x"), cliniko.RouteNotFound)

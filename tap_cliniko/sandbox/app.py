@@ -149,7 +149,8 @@ def create_app(
     def _too_many(allowed_at: float, header: str) -> Response:
         headers: dict[str, str] = {}
         if header in ("X-RateLimit-Reset", "both"):
-            headers["X-RateLimit-Reset"] = str(math.ceil(allowed_at))
+            # A moment on the server's own clock, which may differ from the tap's.
+            headers["X-RateLimit-Reset"] = str(math.ceil(allowed_at + server_time() - time.time()))
         if header in ("Retry-After", "both"):
             headers["Retry-After"] = str(max(1, math.ceil(allowed_at - time.time())))
         return message("Too many requests", 429, headers)
