@@ -252,6 +252,7 @@ def scan_by_created(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:
             return
         newest = stamps[-1]
         if newest == since:  # a whole page in one second: read that second by page number
+            seen.update(int(patient_id(row) or 0) for row in fresh)
             yield from _one_second(fetch, url, base, newest, seen)
             since, seen = newest + timedelta(seconds=1), set()
             continue
