@@ -96,11 +96,24 @@ def scan(fetch: Fetch, url: str, params: Params, *, parallel: bool = True) -> It
     yield first
     if not first.next_link or not ids:
         return
-    remaining = None if first.total_entries is None else first.total_entries - len(ids)
-    if parallel and remaining is not None and remaining > 2 * len(ids):
-        yield from _both_ends(fetch, first.next_link, ids[-1])
+    # Page two comes alone: a server that ignores sort=id shows itself in its count. Rows
+    # above the last id of page one must be all rows not on it; fewer means page one was not
+    # the lowest ids, and keyset paging would skip the rest (a row leaving the list in
+    # between looks the same, and then the fallback costs speed, never rows).
+    second = fetch(*follow(first.next_link, above=ids[-1]))
+    more = page_ids(second.patients)
+    if None not in (first.total_entries, second.total_entries) and (
+        second.total_entries < first.total_entries - len(ids)  # type: ignore[operator]
+    ):
+        raise OutOfOrder("Cliniko's counts show rows below the last id of page one")
+    yield second
+    if not second.next_link or not more:
+        return
+    remaining = second.total_entries
+    if parallel and remaining is not None and remaining - len(more) > 2 * len(more):
+        yield from _both_ends(fetch, second.next_link, more[-1])
     else:
-        yield from _ascend(fetch, first.next_link, ids[-1])
+        yield from _ascend(fetch, second.next_link, more[-1])
 
 
 def _ascend(fetch: Fetch, link: str, last: int) -> Iterator[Page]:
