@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import json
-import os
 import random
 import signal
 import subprocess
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tap_cliniko.client import RequestBudget
+from tap_cliniko.client import ClinikoStream, RequestBudget
 from tap_cliniko.tap import TapCliniko
-from tests.conftest import STATUS_STREAM, run_tap, tap_config
+from tests.conftest import STATUS_STREAM, SyncResult, run_tap, tap_config
 
 
 class RecordingSleep:
@@ -39,18 +39,55 @@ def patch_sleep(sleep: RecordingSleep) -> Any:
     return prepare
 
 
+def assert_every_patient(result: SyncResult, server: Any) -> None:
+    """Each stream holds exactly the ids of the patients the server holds in that status."""
+    snapshot = server.store.snapshot()
+    for stream in STATUS_STREAM.values():
+        expected = {i for i, e in snapshot.items() if STATUS_STREAM[e["status"]] == stream}
+        assert set(result.ids(stream)) == expected, f"{stream} lost or gained patients"
+
+
+def run_cli(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Run the tap's command line on a config; return what it wrote and its exit code."""
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return subprocess.run(
+        [*tap_command(), "--config", str(tmp_path / "config.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_one_clean_error(result: subprocess.CompletedProcess[str]) -> None:
+    """Exit 1, exactly one 'tap-cliniko: error:' line, and no traceback."""
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tap-cliniko: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("header", ["X-RateLimit-Reset", "Retry-After"])
 def test_429_waits_as_the_header_says_then_continues(sandbox: Any, header: str) -> None:
     with sandbox(patients=60, seed=31) as server:
-        server.faults.throttle_for(2.5, header=header)
+        lists = 0
+
+        def storm_after_three_pages(path: str, args: Any) -> None:
+            nonlocal lists
+            lists += 1
+            if lists == 4:  # from the request after this one, mid-way through `patients`
+                server.faults.throttle_for(2.5, header=header)
+
+        server.before_list_page = storm_after_three_pages
         sleep = RecordingSleep()
-        result = run_tap(tap_config(server.base_url), prepare=patch_sleep(sleep))
+        config = tap_config(server.base_url, per_page=20)
+        result = run_tap(config, prepare=patch_sleep(sleep))
         throttled = [r for r in server.requests if r.status == 429]
-        expected = {e["status"] for e in server.store.snapshot().values()}
+        assert_every_patient(result, server)
     assert throttled, "the server throttled"
+    assert {r.path for r in throttled} == {"/v1/patients"}, "the storm began mid-stream"
     assert sleep.waits and 1.0 <= sleep.waits[0] <= 3.5, sleep.waits
     assert len(throttled) <= 3, "the tap waited instead of hammering"
-    assert {s for s, rows in result.records.items() if rows} == {STATUS_STREAM[s] for s in expected}
 
 
 @pytest.mark.parametrize("header", ["X-RateLimit-Reset", "Retry-After"])
@@ -63,8 +100,8 @@ def test_429_storm_longer_than_a_minute_completes_without_sending_early(
         result = run_tap(tap_config(server.base_url))
         elapsed = time.monotonic() - started
         throttled = [r.time for r in server.requests if r.status == 429]
+        assert_every_patient(result, server)
     assert elapsed >= 60, "the storm lasted over a minute and the sync outlived it"
-    assert result.records["patients"], "the sync completed after the storm"
     assert len(throttled) <= 3, f"sent {len(throttled)} requests into the storm"
 
 
@@ -93,6 +130,53 @@ def test_random_faults_are_retried_and_lose_nothing(sandbox: Any, fault: str) ->
         assert set(result.ids(stream)) == expected
 
 
+@pytest.mark.parametrize("offset", [3600, -3600])
+def test_429_reset_is_read_on_clinikos_clock_ahead_or_behind(sandbox: Any, offset: int) -> None:
+    """X-RateLimit-Reset is a moment on Cliniko's clock: an hour's skew changes no wait."""
+    storm = 6.0
+    with sandbox(patients=60, seed=37, clock_offset_seconds=offset) as server:
+        server.faults.throttle_for(storm, header="X-RateLimit-Reset")
+        sleep = RecordingSleep(cap=storm + 2)
+        result = run_tap(tap_config(server.base_url), prepare=patch_sleep(sleep))
+        throttled = [r for r in server.requests if r.status == 429]
+        assert_every_patient(result, server)
+    waits = [w for w in sleep.waits if w > 0.05]  # not the budget's sub-millisecond remainders
+    assert throttled and waits, "the server throttled and the tap waited"
+    assert storm - 2 <= sum(waits) <= storm + 3, f"waited {waits} for a {storm}s storm"
+    assert len(throttled) <= 3, f"{len(throttled)} requests went into the storm (a hot loop)"
+
+
+def test_timeout_is_retried_and_then_succeeds(sandbox: Any) -> None:
+    with sandbox(patients=40, seed=38) as server:
+        server.faults.delay_next(1, 3.0)
+        sleep = RecordingSleep()
+        config = tap_config(server.base_url, request_timeout=1)
+        result = run_tap(config, prepare=patch_sleep(sleep))
+        assert_every_patient(result, server)
+        sent = [(r.path, r.query_string) for r in server.requests]
+        deadline = time.monotonic() + 10
+        while len(set(sent)) == len(sent) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the held request is logged when the server finally answers it
+            sent = [(r.path, r.query_string) for r in server.requests]
+    assert sleep.waits[:1] == [1], "one backoff wait after the timeout"
+    assert len(set(sent)) == len(sent) - 1, "the timed-out request, and only it, was sent again"
+
+
+def test_connection_dropped_mid_body_is_retried_and_loses_nothing(sandbox: Any) -> None:
+    with sandbox(patients=150, seed=39, fault_seed=3, midbody_drop_rate=0.3) as server:
+        sleep = RecordingSleep(cap=0.05)
+        result = run_tap(tap_config(server.base_url, per_page=20), prepare=patch_sleep(sleep))
+        assert_every_patient(result, server)
+    assert len(sleep.waits) >= 3, "bodies were cut and the pages asked for again"
+
+
+def test_every_body_cut_short_ends_in_one_clean_line(tmp_path: Path, sandbox: Any) -> None:
+    with sandbox(patients=20, seed=40, midbody_drop_rate=1.0) as server:
+        result = run_cli(tmp_path, tap_config(server.base_url, max_retry_seconds=2))
+    assert_one_clean_error(result)
+    assert '"type":"RECORD"' not in result.stdout.replace(" ", "")
+
+
 def test_budget_never_exceeds_its_rolling_minute() -> None:
     now = [0.0]
     sent: list[float] = []
@@ -113,38 +197,140 @@ def test_budget_never_exceeds_its_rolling_minute() -> None:
     assert now[0] - before >= 30
 
 
-def test_sigkill_at_random_points_never_loses_a_patient(tmp_path: Path, sandbox: Any) -> None:
-    """Kill the tap mid-sync again and again; rerun from the last state the target got."""
+ATTEMPTS = 14
+STATE_EVERY = 20  # a STATE every 20 records, as every 10,000 on a large real account
+
+
+def tap_command(state_every: int = STATE_EVERY) -> list[str]:
+    """The tap's entry point, with the SDK's mid-stream STATE interval scaled down."""
+    code = (
+        "from tap_cliniko.client import ClinikoStream;"
+        f"ClinikoStream.STATE_MSG_FREQUENCY = {state_every};"
+        "from tap_cliniko.tap import main; main()"
+    )
+    return [sys.executable, "-c", code]
+
+
+def change_patients(server: Any, rng: random.Random, count: int, tag: str) -> None:
+    """Creates, edits, archives, unarchives and deletes, a second apart on the server's clock.
+
+    Time passes between the changes (the local Cliniko's clock is moved on), so that they
+    carry different updated_at values, as a clinic's edits between two runs do.
+    """
+    store = server.store
+    by_status: dict[str, list[str]] = {"active": [], "archived": [], "deleted": []}
+    for patient_id, entry in store.snapshot().items():
+        by_status[entry["status"]].append(patient_id)
+    for pool in by_status.values():
+        rng.shuffle(pool)
+    for n in range(count):
+        server.config.clock_offset_seconds += 1
+        operation = rng.choice(["create", "update", "update", "archive", "unarchive", "delete"])
+        if operation == "create":
+            store.create_patient({"first_name": f"New{tag}x{n}", "last_name": "Patient"})
+        elif operation == "update" and by_status["active"]:
+            store.update_patient(by_status["active"][-1], {"notes": f"edit {tag}x{n}"})
+            by_status["active"].insert(0, by_status["active"].pop())
+        elif operation == "archive" and by_status["active"]:
+            store.archive_patient(moved := by_status["active"].pop())
+            by_status["archived"].insert(0, moved)
+        elif operation == "unarchive" and by_status["archived"]:
+            store.unarchive_patient(moved := by_status["archived"].pop())
+            by_status["active"].insert(0, moved)
+        elif operation == "delete" and by_status["active"]:
+            store.delete_patient(by_status["active"].pop())
+
+
+def received_messages(process: subprocess.Popen[bytes], kill_after: int | None) -> list[Any]:
+    """Read the tap's stdout as a target would; SIGKILL it after kill_after lines.
+
+    After the kill the pipe is drained: what the tap wrote before it died reaches the
+    target, and a line the kill cut in two is dropped, as a target would drop it.
+    """
+    assert process.stdout is not None
+    data = b""
+    if kill_after is not None:
+        for _ in range(kill_after):
+            line = process.stdout.readline()
+            data += line
+            if not line.endswith(b"\n"):
+                break
+        process.send_signal(signal.SIGKILL)
+    data += process.stdout.read()
+    process.stdout.close()
+    process.wait(timeout=60)
+    return [json.loads(line) for line in data.split(b"\n")[:-1] if line.strip()]
+
+
+def stream_cut(messages: list[Any]) -> str | None:
+    """The stream a kill cut after some of its records arrived, before its closing STATE."""
+    records = [i for i, message in enumerate(messages) if message["type"] == "RECORD"]
+    if not records:
+        return None
+    stream: str = messages[records[-1]]["stream"]
+    for message in messages[records[-1] + 1 :]:
+        if message["type"] != "STATE":
+            continue
+        if "progress_markers" not in message["value"]["bookmarks"].get(stream, {}):
+            return None  # the stream was finished when the kill came
+    return stream
+
+
+def stale_or_lost(snapshot: dict[str, Any], last: dict[str, tuple[str, Any]]) -> list[str]:
+    """Patients whose last received record is missing, stale, or in the wrong stream."""
+    problems = []
+    for patient_id, entry in snapshot.items():
+        stream, record = last.get(patient_id, (None, {}))
+        final = entry["record"]
+        names = ("deleted_at",) if entry["status"] == "deleted" else ("updated_at", "notes")
+        if stream != STATUS_STREAM[entry["status"]]:
+            problems.append(f"{patient_id} ({entry['status']}) last received in {stream}")
+        elif any((record.get(n) or None) != (final.get(n) or None) for n in names):
+            problems.append(f"{patient_id} ({entry['status']}) stale")
+    return problems
+
+
+def test_sigkill_at_random_points_never_loses_a_patient(
+    tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kill the tap anywhere in a sync, change patients, rerun from the last STATE received.
+
+    Each kill point is drawn across the whole of the run it interrupts: a line number up to
+    the length of an uninterrupted run from the same state (measured first, in-process).
+    Every fourth run is let finish, so that the runs after it are incremental and their
+    kills land between one saved bookmark and the next.
+    """
+    monkeypatch.setattr(ClinikoStream, "STATE_MSG_FREQUENCY", STATE_EVERY)
     rng = random.Random(35)
-    with sandbox(patients=400, seed=35, latency_ms=15) as server:
-        config = tmp_path / "config.json"
-        config.write_text(json.dumps(tap_config(server.base_url, per_page=20)))
-        received: dict[str, set[str]] = {s: set() for s in STATUS_STREAM.values()}
-        state: dict[str, Any] | None = None
-        for attempt in range(6):
-            args = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
-            args += ["--config", str(config)]
-            if state is not None:
-                (tmp_path / "state.json").write_text(json.dumps(state))
-                args += ["--state", str(tmp_path / "state.json")]
-            process = subprocess.Popen(
-                args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ)
-            )
-            if attempt < 5:
-                time.sleep(rng.uniform(0.5, 2.5))
-                process.send_signal(signal.SIGKILL)
-            output, _ = process.communicate(timeout=120)
-            for line in output.decode().splitlines():
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    break  # the kill cut this line: the target would drop it too
+    cuts: list[tuple[str, bool]] = []  # (stream, incremental) of kills cut before a STATE
+    with sandbox(patients=900, seed=35) as server:
+        settings = tap_config(server.base_url, lookback_seconds=0)
+        (tmp_path / "config.json").write_text(json.dumps(settings))
+        last: dict[str, tuple[str, Any]] = {}
+        state: dict[str, Any] = {}
+        for attempt in range(ATTEMPTS):
+            (tmp_path / "state.json").write_text(json.dumps(state))
+            args = [*tap_command(), "--config", str(tmp_path / "config.json")]
+            args += ["--state", str(tmp_path / "state.json")]
+            kill_after = None
+            if attempt % 4 != 3 and attempt < ATTEMPTS - 1:
+                whole_run = len(run_tap(settings, state=copy.deepcopy(state)).lines)
+                kill_after = rng.randint(1, whole_run)
+            started_from = copy.deepcopy(state.get("bookmarks", {}))
+            process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            messages = received_messages(process, kill_after)
+            for message in messages:
                 if message["type"] == "RECORD":
-                    received[message["stream"]].add(message["record"]["id"])
+                    last[message["record"]["id"]] = (message["stream"], message["record"])
                 elif message["type"] == "STATE":
                     state = message["value"]
-            if attempt == 5:
+            if kill_after is None:
                 assert process.returncode == 0
-        snapshot = server.store.snapshot()
-    for patient_id, entry in snapshot.items():
-        assert patient_id in received[STATUS_STREAM[entry["status"]]], patient_id
+                continue
+            if stream := stream_cut(messages):
+                cuts.append((stream, "replication_key_value" in started_from.get(stream, {})))
+            change_patients(server, rng, 40, str(attempt))
+        problems = stale_or_lost(server.store.snapshot(), last)
+    assert len(cuts) >= 3, f"kills cut a stream after its records, before its STATE: {cuts}"
+    assert any(incremental for _, incremental in cuts), f"some in incremental runs: {cuts}"
+    assert not problems, problems[:10]

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
+from tap_cliniko.client import ClinikoAPI
 from tap_cliniko.records import (
     date_fields,
     needs_redaction,
@@ -13,6 +19,7 @@ from tap_cliniko.records import (
     patient_id,
     redact_patient,
 )
+from tests.conftest import SANDBOX_KEY, STATUS_STREAM, USER_AGENT, run_tap, tap_config
 
 SCHEMA = {
     "properties": {
@@ -42,6 +49,66 @@ def test_nineteen_digit_id_never_passes_through_a_float() -> None:
     assert patient_id({"id": "836447129235883061"}) == "836447129235883061"
     assert patient_id({"id": 1}) == "1"
     assert patient_id({"id": True}) is None
+
+
+# Integers a float cannot hold: 2**53 + 1 reads back as 2**53, the others lose digits too.
+BIG_IDS = (2**53 + 1, 1100000000000007919, 8364471292358830617, 2**63 - 1)
+FEB = "2024-02-01T00:00:00Z"
+
+
+@contextmanager
+def cliniko_with_numeric_ids() -> Iterator[str]:
+    """A Cliniko look-alike whose lists give ids as bare JSON numbers, as legacy accounts do."""
+    rows = {
+        "/v1/patients": [{"id": i, "updated_at": "2024-01-01T00:00:00Z"} for i in BIG_IDS],
+        "/v1/patients/archived": [{"id": 2**53 + 3, "archived_at": FEB, "updated_at": FEB}],
+        "/v1/patients/deleted": [{"id": 2**53 + 5, "deleted_at": "2024-03-01T00:00:00Z"}],
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            patients = rows.get(self.path.split("?", 1)[0], [])
+            page = {"patients": patients, "total_entries": len(patients), "links": {}}
+            body = json.dumps(page).encode()  # Python writes big ints digit for digit
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_nineteen_digit_numeric_ids_survive_the_tap_s_own_decoding() -> None:
+    """Bare JSON numbers above 2**53 go through the client's page decoding and the records."""
+    with cliniko_with_numeric_ids() as base_url:
+        api = ClinikoAPI(base_url=base_url, api_key=SANDBOX_KEY, user_agent=USER_AGENT)
+        page = api.get_page(f"{base_url}/patients", [])
+        result = run_tap(tap_config(base_url))
+    assert [row["id"] for row in page.patients] == list(BIG_IDS)
+    assert result.ids("patients") == [str(i) for i in BIG_IDS]
+    assert result.ids("archived_patients") == [str(2**53 + 3)]
+    assert result.ids("deleted_patients") == [str(2**53 + 5)]
+
+
+def test_current_ids_from_a_real_sync_equal_the_store_s_digit_for_digit(sandbox: Any) -> None:
+    """The local Cliniko's 19-digit ids (strings, and deleted ones only in links.self)."""
+    with sandbox(patients=60, seed=41, behaviour="current") as server:
+        result = run_tap(tap_config(server.base_url, per_page=25))
+        snapshot = server.store.snapshot()
+    assert min(int(i) for i in snapshot) > 2**53
+    for stream in STATUS_STREAM.values():
+        expected = {i for i, e in snapshot.items() if STATUS_STREAM[e["status"]] == stream}
+        assert expected and set(result.ids(stream)) == expected, stream
 
 
 def test_empty_strings_become_null_in_date_fields_only() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -72,13 +73,18 @@ FAILURES = {
     "truncated json": {"truncate_rate": 1.0, "max_retry_seconds": 3},
     "html error page with 200": {"html_200_rate": 1.0, "max_retry_seconds": 3},
     "timeouts": {"latency_ms": 2500, "request_timeout": 1, "max_retry_seconds": 3},
+    "bodies cut mid-way": {"midbody_drop_rate": 1.0, "max_retry_seconds": 3},
 }
 
 
 @pytest.mark.parametrize("case", FAILURES)
 def test_no_secret_or_patient_data_in_any_output(tmp_path: Path, sandbox: Any, case: str) -> None:
     how = FAILURES[case]
-    faults = {k: how[k] for k in ("truncate_rate", "html_200_rate", "latency_ms") if k in how}
+    faults = {
+        k: how[k]
+        for k in ("truncate_rate", "html_200_rate", "latency_ms", "midbody_drop_rate")
+        if k in how
+    }
     with sandbox(patients=40, seed=21, api_key=CANARY, **faults) as server:
         config: dict[str, Any] = {
             "api_key": CANARY.rsplit("-", 1)[0] + how.get("key_suffix", "-au1"),
@@ -100,6 +106,10 @@ def test_no_secret_or_patient_data_in_any_output(tmp_path: Path, sandbox: Any, c
     if case != "success":
         assert "Traceback" not in stderr
         assert stderr.strip().splitlines()[-1].startswith("tap-cliniko: error:")
+    debug = [line for line in stderr.splitlines() if "| DEBUG" in line]
+    assert debug, "the run logged at DEBUG level, so the check above covers DEBUG output"
+    if case not in ("timeouts", "bodies cut mid-way"):  # the others got whole answers
+        assert any(re.search(r"GET /v\d/patients\S* -> \d{3}", line) for line in debug), debug[:5]
     leaked = [value for value in personal if value in stderr]
     assert not leaked, f"patient data in the log: {len(leaked)} values"
     state_lines = [line for line in stdout.splitlines() if '"STATE"' in line]
@@ -158,3 +168,27 @@ def test_off_host_next_link_is_refused_before_credentials_are_sent(tmp_path: Pat
     assert "refusing to send the API key to http://127.0.0.2" in stderr
     assert elsewhere_seen == [], "the other host received a request"
     assert_clean(stderr, CANARY, "stderr")
+
+
+def test_redirect_is_not_followed_and_its_target_gets_no_credential(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    """A 3xx from Cliniko ends the run in one line; the place it points at is never asked."""
+    target_seen: list[dict[str, str]] = []
+    target = _serve("127.0.0.1", None, target_seen)
+    try:
+        with sandbox(patients=10, seed=22, api_key=CANARY) as server:
+            server.faults.redirect_next(f"http://127.0.0.1:{target.server_address[1]}/v1/patients")
+            config = {"api_key": CANARY, "user_agent": USER_AGENT, "base_url": server.base_url}
+            stdout, stderr, code = run_logged(tmp_path, config)
+            redirected = [r for r in server.requests if r.status == 302]
+    finally:
+        target.shutdown()
+        target.server_close()
+    assert redirected, "the local Cliniko answered 302"
+    assert code == 1 and "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("tap-cliniko: error:")]
+    assert len(errors) == 1 and "302" in errors[0], stderr[-2000:]
+    assert not any("Authorization" in headers for headers in target_seen), "credential sent"
+    assert target_seen == [], "the redirect was followed"
+    assert_clean(stdout + stderr, CANARY, "output")

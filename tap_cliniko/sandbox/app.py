@@ -111,6 +111,8 @@ def create_app(
     def gatekeeper() -> Response | None:
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
+        if delay := faults.forced_delay():
+            time.sleep(delay)
         auth = request.headers.get("Authorization", "")
         key = ""
         if auth.startswith("Basic "):
@@ -131,6 +133,8 @@ def create_app(
             return message("Only application/json is served.", 406)
         if storm := faults.throttled():
             return _too_many(storm[0], storm[1])
+        if (location := faults.forced_redirect()) is not None:
+            return message("Moved.", 302, {"Location": location})
         if (forced := faults.forced_status()) is not None:
             return message("Injected failure.", forced, _retry_headers(forced))
         if (allowed_at := limiter.admit(key)) is not None:

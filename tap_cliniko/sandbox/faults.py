@@ -22,6 +22,8 @@ class Faults:
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _fail_next: list[int] = field(default_factory=list, repr=False)
+    _delay_next: list[float] = field(default_factory=list, repr=False)
+    _redirect_next: list[str] = field(default_factory=list, repr=False)
     _throttle_until: float = 0.0
     _throttle_header: str = "X-RateLimit-Reset"
 
@@ -33,6 +35,16 @@ class Faults:
         with self._lock:
             self._fail_next.extend([status] * count)
 
+    def delay_next(self, count: int, seconds: float) -> None:
+        """Hold the next count requests for seconds before answering them (a client times out)."""
+        with self._lock:
+            self._delay_next.extend([seconds] * count)
+
+    def redirect_next(self, url: str, count: int = 1) -> None:
+        """Answer the next count requests with 302 Found pointing at url."""
+        with self._lock:
+            self._redirect_next.extend([url] * count)
+
     def throttle_for(self, seconds: float, header: str = "X-RateLimit-Reset") -> None:
         """Answer 429 to every request for seconds, telling when it ends in header."""
         with self._lock:
@@ -43,6 +55,16 @@ class Faults:
         """A status the next request must get from fail_next, if any."""
         with self._lock:
             return self._fail_next.pop(0) if self._fail_next else None
+
+    def forced_delay(self) -> float:
+        """Seconds the next request must wait from delay_next (0: none)."""
+        with self._lock:
+            return self._delay_next.pop(0) if self._delay_next else 0.0
+
+    def forced_redirect(self) -> str | None:
+        """Where the next request must be sent from redirect_next, if anywhere."""
+        with self._lock:
+            return self._redirect_next.pop(0) if self._redirect_next else None
 
     def throttled(self) -> tuple[float, str] | None:
         """(until, header) while a throttle_for storm lasts."""
