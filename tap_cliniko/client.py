@@ -492,6 +492,7 @@ def _duration(seconds: float) -> str:
 def _full_read_due(state: dict[str, Any], every_days: float) -> bool:
     """Tell whether a stream's last whole read is older than every_days (or never happened)."""
     last = cliniko.parse_time(state.get(LAST_FULL_READ))
-    if last is None:
+    if last is None or every_days <= 0:
         return True
+    # last is on Cliniko's clock, now on ours: an hour apart matters little against days.
     return datetime.now(UTC) - last >= timedelta(days=every_days)
