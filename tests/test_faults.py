@@ -18,6 +18,8 @@ from tap_cliniko.client import RequestBudget
 from tap_cliniko.tap import TapCliniko
 from tests.conftest import STATUS_STREAM, run_tap, tap_config
 
+TAP = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
+
 
 class RecordingSleep:
     """Stands in for time.sleep: records each wait, then really sleeps it (capped)."""
@@ -148,3 +150,66 @@ def test_sigkill_at_random_points_never_loses_a_patient(tmp_path: Path, sandbox:
         snapshot = server.store.snapshot()
     for patient_id, entry in snapshot.items():
         assert patient_id in received[STATUS_STREAM[entry["status"]]], patient_id
+
+
+def stop_mid_sync(
+    tmp_path: Path, config: Path, signum: int, *, read_first: bool
+) -> tuple[int, list[dict[str, Any]], str]:
+    """Start the tap, signal it mid-sync, return its exit code, messages and stderr.
+
+    read_first: signal once the first RECORD arrives; else while the tap is blocked writing
+    to a pipe nobody reads (a slow target).
+    """
+    with (tmp_path / "tap.err").open("wb") as stderr:
+        process = subprocess.Popen(
+            [*TAP, "--config", str(config)], stdout=subprocess.PIPE, stderr=stderr
+        )
+        assert process.stdout is not None
+        lines = [process.stdout.readline()]
+        if read_first:
+            while b'"RECORD"' not in lines[-1] and lines[-1]:
+                lines.append(process.stdout.readline())
+        else:
+            time.sleep(3)  # the pipe and the tap's buffer fill up; the tap blocks writing
+        process.send_signal(signum)
+        lines += process.stdout.read().splitlines()
+        process.stdout.close()
+        process.wait(120)
+    messages = [json.loads(line) for line in lines if line.strip()]  # no line cut in half
+    return process.returncode, messages, (tmp_path / "tap.err").read_text()
+
+
+@pytest.mark.parametrize("read_first", [True, False], ids=["reading", "blocked-writing"])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_sync_exits_non_zero_after_only_safe_state(
+    tmp_path: Path, sandbox: Any, signum: int, code: int, read_first: bool
+) -> None:
+    """An orchestrator sees an interrupted run as failed; the state it got loses nothing."""
+    latency = 150 if read_first else 0
+    with sandbox(patients=1500, seed=36, latency_ms=latency) as server:
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps(tap_config(server.base_url, per_page=50)))
+        returncode, messages, stderr = stop_mid_sync(
+            tmp_path, config, signum, read_first=read_first
+        )
+        received = {m["record"]["id"] for m in messages if m["type"] == "RECORD"}
+        states = [m["value"] for m in messages if m["type"] == "STATE"]
+        assert returncode == code, stderr[-2000:]
+        assert "Traceback" not in stderr
+        assert "stopped by" in stderr
+        assert states, "the state so far was written"
+        assert messages[-1]["type"] == "STATE", "the state comes after every record"
+        assert len(received) < len(server.store.snapshot()), "the signal landed mid-sync"
+        (tmp_path / "state.json").write_text(json.dumps(states[-1]))
+        resumed = subprocess.run(
+            [*TAP, "--config", str(config), "--state", str(tmp_path / "state.json")],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        snapshot = server.store.snapshot()
+    for line in resumed.stdout.decode().splitlines():
+        message = json.loads(line)
+        if message["type"] == "RECORD":
+            received.add(message["record"]["id"])
+    assert set(snapshot) <= received, "a patient was lost across the interruption"
