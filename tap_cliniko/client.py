@@ -122,6 +122,9 @@ class ClinikoAPI:
         self.session.headers.update({"Accept": "application/json", "User-Agent": user_agent})
         self.requests_sent = 0
         self.rate_limited = 0
+        # Until Cliniko first answers 200, an unreachable host is a wrong base_url or shard
+        # (fail fast); after that it is an outage worth the long retry budget.
+        self._connected = False
 
     def get_page(self, url: str, params: Params) -> Page:
         """GET one list page, waiting and retrying as Cliniko's answer asks."""
@@ -135,19 +138,29 @@ class ClinikoAPI:
         attempt = 0
         while True:
             attempt += 1
+            unreachable = False
             try:
-                return self._get_once(url, params, path)
+                page = self._get_once(url, params, path)
+                self._connected = True
+                return page
             except RetryableResponse as exc:
                 wait = exc.wait if exc.wait is not None else cliniko.backoff_wait(attempt)
                 reason = str(exc)
             except (requests.Timeout, requests.ConnectionError) as exc:
                 wait = cliniko.backoff_wait(attempt)
-                reason = type(exc).__name__
-            if waited + wait > self.max_retry_seconds:
+                reason = cliniko.connection_failure(exc)
+                unreachable = not self._connected and not isinstance(exc, requests.ReadTimeout)
+            budget = self.max_retry_seconds
+            if unreachable:
+                budget = min(budget, cliniko.CONNECT_RETRY_SECONDS)
+            if waited + wait > budget:
+                host = urlsplit(url).netloc
+                if unreachable:
+                    raise cliniko.unreachable_error(host, reason, attempt, waited)
                 raise ClinikoError(
-                    f"GET {path} still failing after {attempt} attempts over {waited:.0f}s"
-                    f" ({reason}): Cliniko may be down or throttling; rerun later, or raise"
-                    " max_retry_seconds"
+                    f"GET {path} on {host} still failing after {attempt} attempts over"
+                    f" {waited:.0f}s ({reason}): Cliniko may be down or throttling; rerun later,"
+                    " or raise max_retry_seconds"
                 )
             LOGGER.warning(
                 "GET %s: %s; retrying in %.1fs (attempt %d)", path, reason, wait, attempt

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tap_cliniko.client import RequestBudget
+from tap_cliniko.client import ClinikoAPI, RequestBudget
+from tap_cliniko.cliniko import CONNECT_RETRY_SECONDS, ClinikoError
 from tap_cliniko.tap import TapCliniko
 from tests.conftest import STATUS_STREAM, run_tap, tap_config
 
@@ -213,3 +215,76 @@ def test_signal_mid_sync_exits_non_zero_after_only_safe_state(
         if message["type"] == "RECORD":
             received.add(message["record"]["id"])
     assert set(snapshot) <= received, "a patient was lost across the interruption"
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class AddingSleep:
+    """Stands in for time.sleep: adds the waits up without waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "host", "cause"),
+    [
+        ("http://127.0.0.1:{port}/v1", "127.0.0.1:{port}", "connection refused"),
+        ("https://api.zz9.cliniko.invalid/v1", "api.zz9.cliniko.invalid", "host name not found"),
+    ],
+)
+def test_unreachable_host_fails_fast_naming_it(base_url: str, host: str, cause: str) -> None:
+    port = closed_port()
+    sleep = AddingSleep()
+    api = ClinikoAPI(
+        base_url=base_url.format(port=port),
+        api_key="sandbox-key-au1",
+        user_agent="tests (tests@example.com)",
+        max_retry_seconds=600,
+        sleep=sleep,
+    )
+    with pytest.raises(ClinikoError) as refused:
+        api.get_page(f"{api.base_url}/patients", [])
+    message = str(refused.value)
+    assert host.format(port=port) in message and cause in message, message
+    assert "base_url" in message and "shard" in message, message
+    assert 0 < sum(sleep.waits) <= CONNECT_RETRY_SECONDS, "not the 600 s budget"
+
+
+def test_unreachable_host_after_a_first_answer_keeps_the_long_budget(sandbox: Any) -> None:
+    sleep = AddingSleep()
+    with sandbox(patients=5, seed=37) as server:
+        api = ClinikoAPI(
+            base_url=server.base_url,
+            api_key=server.config.api_key,
+            user_agent="tests (tests@example.com)",
+            max_retry_seconds=120,
+            sleep=sleep,
+        )
+        assert api.get_page(f"{api.base_url}/patients", []).patients
+    with pytest.raises(ClinikoError) as failed:  # the server is gone: an outage mid-sync
+        api.get_page(f"{api.base_url}/patients", [])
+    assert CONNECT_RETRY_SECONDS < sum(sleep.waits) <= 120
+    assert "still failing" in str(failed.value) and server.base_url.split("/")[2] in str(
+        failed.value
+    )
+
+
+def test_unreachable_host_is_one_line_from_the_command_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tap_config(f"http://127.0.0.1:{closed_port()}/v1")))
+    result = subprocess.run(
+        [*TAP, "--config", str(config)], capture_output=True, text=True, timeout=120, check=False
+    )
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line.upper()]
+    assert result.returncode == 1
+    assert len(errors) == 1 and errors[0].startswith("tap-cliniko: error: cannot reach"), errors
+    assert "Traceback" not in result.stderr
