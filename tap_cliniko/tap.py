@@ -16,11 +16,12 @@ from typing import Any
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import SyncLifecycleSignal
-from singer_sdk.singerlib.encoding.simple import Message, RecordMessage
+from singer_sdk.singerlib.encoding.simple import Message, RecordMessage, SchemaMessage
 from typing_extensions import override
 
 from tap_cliniko.client import ClinikoAPI
 from tap_cliniko.cliniko import ClinikoError
+from tap_cliniko.records import drop_nulls_outside
 from tap_cliniko.settings import (
     CONFIG_SCHEMA,
     check_batch_config,
@@ -64,9 +65,16 @@ class BufferedWriter(MsgSpecWriter):
     writing = False
     #: What a signal that arrived mid-write asked for, run once the line is complete.
     deferred: Callable[[], None] | None = None
+    #: With flattening on: each stream's SCHEMA properties, which its records must match.
+    flattened: dict[str, frozenset[str]] | None = None
 
     @override
     def write_message(self, message: Message) -> None:
+        if self.flattened is not None:
+            if isinstance(message, SchemaMessage):
+                self.flattened[message.stream] = frozenset(message.schema.get("properties", {}))
+            elif isinstance(message, RecordMessage) and message.stream in self.flattened:
+                message.record = drop_nulls_outside(message.record, self.flattened[message.stream])
         self.writing = True
         try:
             sys.stdout.buffer.write(self.format_message(message))
@@ -101,6 +109,10 @@ class TapCliniko(Tap):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.config.get("flattening_enabled") and isinstance(
+            self.message_writer, BufferedWriter
+        ):
+            self.message_writer.flattened = {}
         # Here, not in sync_all (final in the SDK): the catalog is known, nothing is written yet.
         deselected = any(not all(s.mask.values()) for s in self.streams.values() if s.selected)
         check_batch_config(self.config, fields_deselected=deselected)

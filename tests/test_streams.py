@@ -307,3 +307,22 @@ def test_records_after_the_last_state_reach_stdout_when_the_process_ends(
     assert quiet[-1]["type"] == "RECORD", "the quiet run should end with records after STATE"
     emitted = [(m["stream"], m["record"]["id"]) for m in quiet if m["type"] == "RECORD"]
     assert sorted(emitted) == sorted((s, r["id"]) for s, r in expected.sequence)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_flattened_records_match_their_flattened_schema(sandbox: Any, depth: int) -> None:
+    """No key outside the SCHEMA: file targets (target-csv) refuse unannounced columns."""
+    with sandbox(patients=80, seed=44) as server:
+        config = tap_config(server.base_url, flattening_enabled=True, flattening_max_depth=depth)
+        result = run_tap(config)
+        snapshot = server.store.snapshot()
+    properties: dict[str, set[str]] = {}
+    for line in result.lines:
+        message = json.loads(line)
+        if message["type"] == "SCHEMA":
+            properties[message["stream"]] = set(message["schema"]["properties"])
+        elif message["type"] == "RECORD":
+            extra = set(message["record"]) - properties[message["stream"]]
+            assert not extra, f"{message['stream']}: keys not in its SCHEMA: {sorted(extra)}"
+    assert "pronouns__nominative" in properties["patients"], "the schema was flattened"
+    assert {i for rows in result.records.values() for i in (r["id"] for r in rows)} == set(snapshot)
