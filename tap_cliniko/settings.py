@@ -193,8 +193,16 @@ def check_catalog(document: object, known_streams: frozenset[str]) -> None:
                 f"names an unknown stream {name!r} (this tap has"
                 f" {', '.join(sorted(known_streams))}): {DISCOVER}"
             )
-        if not isinstance(entry.get("schema"), dict):
+        schema = entry.get("schema")
+        if not isinstance(schema, dict):
             raise ClinikoError(f"has stream {name!r} without a schema object: {DISCOVER}")
+        properties = schema.get("properties", {})
+        if not isinstance(properties, dict) or not all(
+            isinstance(p, dict) for p in properties.values()
+        ):
+            raise ClinikoError(
+                f"has stream {name!r} whose schema properties are not objects: {DISCOVER}"
+            )
         metadata = entry.get("metadata", [])
         if not isinstance(metadata, list) or not all(
             isinstance(item, dict)
@@ -205,6 +213,25 @@ def check_catalog(document: object, known_streams: frozenset[str]) -> None:
             raise ClinikoError(
                 f"has stream {name!r} with malformed metadata (a list of {{'breadcrumb': [...],"
                 f" 'metadata': {{...}}}} is expected): {DISCOVER}"
+            )
+        _check_keys(name, entry, metadata)
+
+
+def _check_keys(name: str, entry: dict[str, Any], metadata: list[dict[str, Any]]) -> None:
+    """The stream's keys as the tap has them: the SDK would fail mid-sync on others."""
+    top: dict[str, Any] = next((m["metadata"] for m in metadata if m["breadcrumb"] == []), {})
+    for replication_key in (entry.get("replication_key"), top.get("replication-key")):
+        if replication_key not in (None, "updated_at"):
+            raise ClinikoError(
+                f"sets the replication key of stream {name!r} to {replication_key!r}; this"
+                f" tap bookmarks on updated_at only: {DISCOVER}"
+            )
+    for keys in (entry.get("key_properties"), top.get("table-key-properties")):
+        if keys is not None and not (
+            isinstance(keys, list) and all(isinstance(k, str) for k in keys)
+        ):
+            raise ClinikoError(
+                f"has stream {name!r} whose key properties are not a list of names: {DISCOVER}"
             )
 
 

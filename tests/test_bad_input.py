@@ -127,6 +127,30 @@ CATALOG_CASES = {
     "schema missing": ({"streams": [{"tap_stream_id": "patients"}]}, "schema"),
     "metadata an object": ({"streams": [{**PATIENTS_ENTRY, "metadata": {}}]}, "metadata"),
     "metadata items malformed": ({"streams": [{**PATIENTS_ENTRY, "metadata": [1]}]}, "metadata"),
+    "properties a list": (
+        {"streams": [{**PATIENTS_ENTRY, "schema": {"type": "object", "properties": []}}]},
+        "schema properties",
+    ),
+    "a property's schema a number": (
+        {"streams": [{**PATIENTS_ENTRY, "schema": {"properties": {"email": 1}}}]},
+        "schema properties",
+    ),
+    "replication key not in the schema": (
+        {"streams": [{**PATIENTS_ENTRY, "replication_key": "nope"}]},
+        "replication key",
+    ),
+    "replication key in metadata": (
+        {
+            "streams": [
+                {
+                    **PATIENTS_ENTRY,
+                    "metadata": [{"breadcrumb": [], "metadata": {"replication-key": "id"}}],
+                }
+            ]
+        },
+        "replication key",
+    ),
+    "key properties a string": ({"streams": [{**PATIENTS_ENTRY, "key_properties": "id"}]}, "key"),
 }
 
 
