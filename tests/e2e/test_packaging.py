@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,61 @@ def test_zz_project_meltano_folder_untouched_by_the_tests(
 ) -> None:
     """Runs last in this file: the Meltano tests above wrote only into their copies."""
     assert fingerprint(ROOT / ".meltano") == project_meltano
+
+
+def readme_alone_script() -> tuple[str, str]:
+    """README's tap-alone block without its pip line: (first run, later runs)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    block = next(b for b in blocks if "tap-cliniko --config config.json --discover" in b)
+    lines = [line for line in block.splitlines() if not line.startswith("pip install")]
+    script = "\n".join(lines)
+    first, later = script.split("# Later runs", 1)
+    return first, "# Later runs" + later
+
+
+def jsonl_ids(folder: Path) -> list[str]:
+    """Every patient id target-jsonl wrote into folder, in every run's files."""
+    return [
+        str(json.loads(line)["id"])
+        for path in sorted(folder.glob("*patients*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_readme_tap_alone_commands_start_full_then_resume_from_the_targets_state(
+    sandbox: Any, target_executable: Callable[[str], Path], tmp_path: Path
+) -> None:
+    first, later = readme_alone_script()
+    path = [str(Path(sys.executable).parent), str(target_executable("target-jsonl").parent)]
+    env = {**os.environ, "PATH": os.pathsep.join([*path, os.environ.get("PATH", "")])}
+    env = {k: v for k, v in env.items() if not k.startswith("TAP_CLINIKO_")}
+
+    def bash(script: str) -> None:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    with sandbox(patients=300, seed=74) as server:
+        config = {"api_key": SANDBOX_KEY, "user_agent": USER_AGENT, "base_url": server.base_url}
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        bash(first)
+        assert set(jsonl_ids(tmp_path)) == set(server.store.snapshot()), "a full first run"
+        before = json.loads((tmp_path / "state.json").read_text())["bookmarks"]
+        changed = sorted(server.store.snapshot(), key=int)[:3]
+        for patient_id in changed:
+            server.store.update_patient(patient_id, {"notes": "changed"})
+        loaded_before = len(jsonl_ids(tmp_path))
+        time.sleep(1.1)  # the next run's files get another second in their names
+        bash(later)
+    after = json.loads((tmp_path / "state.json").read_text())["bookmarks"]
+    assert after["patients"]["replication_key_value"] > before["patients"]["replication_key_value"]
+    again = jsonl_ids(tmp_path)[loaded_before:]
+    assert set(changed) <= set(again), "the changes were read"
+    assert len(again) < 30, "the later run read only changes, not everything again"
