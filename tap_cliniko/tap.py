@@ -35,12 +35,15 @@ from tap_cliniko.streams import ArchivedPatientsStream, DeletedPatientsStream, P
 STREAM_TYPES = (PatientsStream, ArchivedPatientsStream, DeletedPatientsStream)
 SDK_UNHANDLED_ERROR = "An unhandled error occurred while syncing '%s'"
 SDK_UNSORTED_WARNING = "Stream is assumed to be unsorted"
+SDK_CONFIG_INVALID = "Config validation failed"
 
 
 class QuietKnownNoise(logging.Filter):
-    """Drops two SDK log lines that mislead here; README says what they meant."""
+    """Drops SDK log lines that mislead or repeat here; README says what they meant."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == SDK_CONFIG_INVALID:
+            return False
         if record.msg == SDK_UNHANDLED_ERROR:
             # Logged inside the SDK's `except`: a ClinikoError is reported by main() in one
             # line, and a lifecycle signal (--test's record limit) is no error at all.
@@ -148,7 +151,13 @@ class TapCliniko(Tap):
         if not raise_errors:
             return super()._validate_config(raise_errors=False)
         check_config(self.config)
-        if errors := super()._validate_config(raise_errors=False):
+        # The SDK warns "Config validation failed" too; the one error line below says what.
+        self.logger.addFilter(QUIET_KNOWN_NOISE)
+        try:
+            errors = super()._validate_config(raise_errors=False)
+        finally:
+            self.logger.removeFilter(QUIET_KNOWN_NOISE)
+        if errors:
             raise ClinikoError(f"invalid config: {errors[0]}")
         return errors
 

@@ -53,7 +53,11 @@ def assert_refused(
     for word in words:
         assert word in errors[0], errors[0]
     assert "Traceback" not in result.stderr
-    others = [line for line in result.stderr.splitlines() if "ERROR" in line.upper()]
+    others = [
+        line
+        for line in result.stderr.splitlines()
+        if "ERROR" in line.upper() or "validation failed" in line
+    ]
     assert others == errors, f"more than the one error line: {others}"
     assert '"type":"RECORD"' not in result.stdout.replace(" ", "")
     assert '"type":"STATE"' not in result.stdout.replace(" ", "")
