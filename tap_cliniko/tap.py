@@ -96,6 +96,16 @@ class TapCliniko(Tap):
     config_jsonschema = CONFIG_SCHEMA
     message_writer_class = BufferedWriter
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.config.get("flattening_enabled") and isinstance(
+            self.message_writer, BufferedWriter
+        ):
+            self.message_writer.flattened = {}
+        # Here, not in sync_all (final in the SDK): the catalog is known, nothing is written yet.
+        deselected = any(not all(s.mask.values()) for s in self.streams.values() if s.selected)
+        check_batch_config(self.config, fields_deselected=deselected)
+
     @override
     def discover_streams(self) -> list[Stream]:
         streams: list[Stream] = [stream_type(self) for stream_type in STREAM_TYPES]
@@ -109,16 +119,6 @@ class TapCliniko(Tap):
         if wrapper:
             self.logger.info("The state file held %s: using the state inside it", wrapper)
         super().load_state(state)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.config.get("flattening_enabled") and isinstance(
-            self.message_writer, BufferedWriter
-        ):
-            self.message_writer.flattened = {}
-        # Here, not in sync_all (final in the SDK): the catalog is known, nothing is written yet.
-        deselected = any(not all(s.mask.values()) for s in self.streams.values() if s.selected)
-        check_batch_config(self.config, fields_deselected=deselected)
 
     @override
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
