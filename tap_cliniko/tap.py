@@ -53,7 +53,6 @@ class QuietKnownNoise(logging.Filter):
 
 
 QUIET_KNOWN_NOISE = QuietKnownNoise()
-logging.getLogger("singer_sdk").addFilter(QUIET_KNOWN_NOISE)
 
 
 class BufferedWriter(MsgSpecWriter):
@@ -97,6 +96,7 @@ class TapCliniko(Tap):
     message_writer_class = BufferedWriter
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        logging.getLogger("singer_sdk").addFilter(QUIET_KNOWN_NOISE)
         super().__init__(*args, **kwargs)
         if self.config.get("flattening_enabled") and isinstance(
             self.message_writer, BufferedWriter
