@@ -115,6 +115,7 @@ class ClinikoAPI:
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
+        on_first_answer: Callable[[], None] | None = None,
     ) -> None:
         self.base_url = cliniko.check_base_url(base_url)
         self._auth = (api_key, "")
@@ -126,6 +127,10 @@ class ClinikoAPI:
         self._clock = clock
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": user_agent})
+        # Until Cliniko first answers 200, an unreachable host is a wrong base_url or shard
+        # (fail fast); after that it is an outage worth the long retry budget.
+        self._connected = False
+        self._on_first_answer = on_first_answer
 
     def get_page(self, url: str, params: Params) -> Page:
         """GET one list page, waiting and retrying as Cliniko's answer asks.
@@ -143,14 +148,21 @@ class ClinikoAPI:
         attempt = 0
         while True:
             attempt += 1
+            unreachable = False
             try:
-                return self._get_once(url, params, path)
+                page = self._get_once(url, params, path)
+                if not self._connected:
+                    self._connected = True
+                    if self._on_first_answer:
+                        self._on_first_answer()
+                return page
             except RetryableResponse as exc:
                 wait = exc.wait if exc.wait is not None else cliniko.backoff_wait(attempt)
                 reason = str(exc)
             except TRANSIENT_ERRORS as exc:
                 wait = cliniko.backoff_wait(attempt)
                 reason = _transient_reason(exc)
+                unreachable = not self._connected and not isinstance(exc, requests.ReadTimeout)
             except requests.RequestException as exc:
                 # Anything else the HTTP layer raises (a malformed URL, a bad header...) is
                 # not worth retrying; the user gets its kind, never a traceback.
@@ -158,11 +170,17 @@ class ClinikoAPI:
                     f"GET {path} failed: {type(exc).__name__}; check base_url and the network"
                 ) from None
             elapsed = self._clock() - started
-            if elapsed + wait > self.max_retry_seconds:
+            budget = self.max_retry_seconds
+            if unreachable:
+                budget = min(budget, cliniko.CONNECT_RETRY_SECONDS)
+            if elapsed + wait > budget:
+                host = urlsplit(url).netloc
+                if unreachable:
+                    raise cliniko.unreachable_error(host, reason, attempt, elapsed)
                 raise ClinikoError(
-                    f"GET {path} still failing after {attempt} attempts over {elapsed:.0f}s"
-                    f" ({reason}): Cliniko may be down or throttling; rerun later, or raise"
-                    " max_retry_seconds"
+                    f"GET {path} on {host} still failing after {attempt} attempts over"
+                    f" {elapsed:.0f}s ({reason}): Cliniko may be down or throttling; rerun"
+                    " later, or raise max_retry_seconds"
                 )
             LOGGER.warning(
                 "GET %s: %s; retrying in %.1fs (attempt %d)", path, reason, wait, attempt
@@ -215,7 +233,7 @@ TRANSIENT_ERRORS = (
 def _transient_reason(exc: Exception) -> str:
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "connection dropped mid-response"
-    return type(exc).__name__
+    return cliniko.connection_failure(exc)
 
 
 def _message(response: requests.Response) -> str | None:

@@ -15,6 +15,8 @@ SHARD_PATTERN = re.compile(r"[a-z]{2}\d{1,2}")
 USER_AGENT_PATTERN = re.compile(r"^\S.*\(\s*[^()\s@]+@[^()\s@]+\.[^()\s@]+\s*\)\s*$")
 NOT_SEARCHABLE = "This column is not searchable."
 MIN_RATE_LIMIT_WAIT = 1.0
+#: How long an unreachable host is retried before Cliniko has answered once.
+CONNECT_RETRY_SECONDS = 30.0
 
 
 class ClinikoError(Exception):
@@ -168,3 +170,21 @@ def status_error(status: int, path: str, message: str | None = None) -> ClinikoE
     cause = causes.get(status, "Cliniko answered with an unexpected status")
     error = RouteNotFound if status == 404 else ClinikoError
     return error(f"HTTP {status} from GET {path}: {cause}")
+
+
+def connection_failure(exc: Exception) -> str:
+    """Name a failed connection's cause without its text (which may hold the URL's query)."""
+    text = repr(exc)
+    if "NameResolutionError" in text or "Name or service not known" in text:
+        return "host name not found"
+    if "Connection refused" in text or "ConnectionRefusedError" in text:
+        return "connection refused"
+    return type(exc).__name__
+
+
+def unreachable_error(host: str, reason: str, attempts: int, waited: float) -> ClinikoError:
+    """Explain a host never reached: almost always a wrong base_url or key suffix."""
+    return ClinikoError(
+        f"cannot reach {host} ({reason}; {attempts} attempts over {waited:.0f}s): check"
+        " base_url, or, without base_url, the shard suffix of api_key (-au1, -uk2, ...)"
+    )

@@ -83,3 +83,13 @@ def needs_redaction(record: Mapping[str, Any], mode: str) -> bool:
 def redact_patient(record: dict[str, Any]) -> dict[str, Any]:
     """Blank every personal field, keeping id, timestamps, status and consent."""
     return {name: (value if name in KEPT_WHEN_REDACTED else None) for name, value in record.items()}
+
+
+def drop_nulls_outside(record: dict[str, Any], properties: Iterable[str]) -> dict[str, Any]:
+    """Drop null values under keys the (flattened) schema lacks; keep every other value.
+
+    The SDK's flattening turns {"pronouns": {...}} into pronouns__* columns but leaves a
+    null `pronouns` as it is; file targets refuse a column their SCHEMA did not announce.
+    """
+    known = set(properties)
+    return {k: v for k, v in record.items() if v is not None or k in known}

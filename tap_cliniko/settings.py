@@ -127,6 +127,11 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise ClinikoError(
             "start_date is not a date-time: use ISO 8601 in UTC, e.g. 2024-01-01T00:00:00Z"
         )
+    if config.get("flattening_enabled") and config.get("flattening_max_depth") is None:
+        raise ClinikoError(
+            "flattening_enabled needs flattening_max_depth too: set it to how many levels of"
+            " nested objects to flatten, e.g. 1"
+        )
     resolve_base_url(config)
 
 
@@ -138,3 +143,141 @@ def _is_datetime(value: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+STATE_EXAMPLE = '{"bookmarks": {"patients": {"replication_key_value": "2024-01-01T00:00:00Z"}}}'
+NO_STATE = "fix it, or leave out --state to start a full sync"
+
+
+def state_from_document(document: object) -> tuple[dict[str, Any], str | None]:
+    """Return the Singer state a state file holds, and what it was wrapped in, if anything.
+
+    Meltano's `state get` wraps the state in {"singer_state": ...} and a target's output line
+    is a whole STATE message; both are unwrapped, because ignoring them would silently turn
+    an incremental run into a full one.
+    """
+    wrapper = None
+    if isinstance(document, dict) and "bookmarks" not in document:
+        if "singer_state" in document:
+            document, wrapper = document["singer_state"], 'Meltano\'s {"singer_state": ...}'
+        elif document.get("type") == "STATE" and "value" in document:
+            document, wrapper = document["value"], 'a whole {"type": "STATE"} message'
+    if not isinstance(document, dict):
+        raise ClinikoError(f"does not hold a JSON object such as {STATE_EXAMPLE}: {NO_STATE}")
+    if document and "bookmarks" not in document and set(document) - {"currently_syncing"}:
+        raise ClinikoError(
+            f"holds no 'bookmarks': pass the state the tap or target last emitted, such as"
+            f" {STATE_EXAMPLE}, or {NO_STATE.removeprefix('fix it, or ')}"
+        )
+    bookmarks = document.get("bookmarks", {})
+    if not isinstance(bookmarks, dict):
+        raise ClinikoError(f"has 'bookmarks' that do not map stream names to objects: {NO_STATE}")
+    for stream, stream_state in bookmarks.items():
+        _check_stream_state(stream, stream_state)
+    return document, wrapper
+
+
+def _check_stream_state(stream: str, stream_state: object) -> None:
+    where = f"bookmarks.{stream}"
+    if not isinstance(stream_state, dict):
+        raise ClinikoError(f"has {where} that is not an object, as in {STATE_EXAMPLE}: {NO_STATE}")
+    value = stream_state.get("replication_key_value")
+    if value is not None and not _is_datetime(value):
+        raise ClinikoError(
+            f"has {where}.replication_key_value that is not a date-time"
+            f" (e.g. 2024-01-01T00:00:00Z): {NO_STATE}"
+        )
+    for key in ("progress_markers", "unsearchable_filters"):
+        if not isinstance(stream_state.get(key, {}), dict):
+            raise ClinikoError(f"has {where}.{key} that is not an object: {NO_STATE}")
+
+
+DISCOVER = "run tap-cliniko --discover for a fresh catalog"
+
+
+def check_catalog(document: object, known_streams: frozenset[str]) -> None:
+    """Refuse a catalog whose shape the SDK would trip over later, in one line."""
+    streams = document.get("streams") if isinstance(document, dict) else None
+    if not isinstance(streams, list):
+        raise ClinikoError(f"holds no list of 'streams': {DISCOVER}")
+    for index, entry in enumerate(streams):
+        if not isinstance(entry, dict):
+            raise ClinikoError(f"has streams[{index}] that is not an object: {DISCOVER}")
+        name = entry.get("tap_stream_id") or entry.get("stream")
+        if name not in known_streams:
+            raise ClinikoError(
+                f"names an unknown stream {name!r} (this tap has"
+                f" {', '.join(sorted(known_streams))}): {DISCOVER}"
+            )
+        schema = entry.get("schema")
+        if not isinstance(schema, dict):
+            raise ClinikoError(f"has stream {name!r} without a schema object: {DISCOVER}")
+        properties = schema.get("properties", {})
+        if not isinstance(properties, dict) or not all(
+            isinstance(p, dict) for p in properties.values()
+        ):
+            raise ClinikoError(
+                f"has stream {name!r} whose schema properties are not objects: {DISCOVER}"
+            )
+        metadata = entry.get("metadata", [])
+        if not isinstance(metadata, list) or not all(
+            isinstance(item, dict)
+            and isinstance(item.get("breadcrumb"), list)
+            and isinstance(item.get("metadata"), dict)
+            for item in metadata
+        ):
+            raise ClinikoError(
+                f"has stream {name!r} with malformed metadata (a list of {{'breadcrumb': [...],"
+                f" 'metadata': {{...}}}} is expected): {DISCOVER}"
+            )
+        _check_keys(name, entry, metadata)
+
+
+def _check_keys(name: str, entry: dict[str, Any], metadata: list[dict[str, Any]]) -> None:
+    """The stream's keys as the tap has them: the SDK would fail mid-sync on others."""
+    top: dict[str, Any] = next((m["metadata"] for m in metadata if m["breadcrumb"] == []), {})
+    for replication_key in (entry.get("replication_key"), top.get("replication-key")):
+        if replication_key not in (None, "updated_at"):
+            raise ClinikoError(
+                f"sets the replication key of stream {name!r} to {replication_key!r}; this"
+                f" tap bookmarks on updated_at only: {DISCOVER}"
+            )
+    for keys in (entry.get("key_properties"), top.get("table-key-properties")):
+        if keys is not None and not (
+            isinstance(keys, list) and all(isinstance(k, str) for k in keys)
+        ):
+            raise ClinikoError(
+                f"has stream {name!r} whose key properties are not a list of names: {DISCOVER}"
+            )
+
+
+def check_batch_config(config: Mapping[str, Any], fields_deselected: bool) -> None:
+    """Refuse BATCH output combined with what the SDK does not apply to batch files.
+
+    The SDK writes batch files from the records before stream maps, flattening and field
+    selection apply, so hashed or dropped fields would reach them in clear.
+    """
+    batch = config.get("batch_config")
+    if not batch:
+        return
+    fmt = (batch.get("encoding") or {}).get("format") if isinstance(batch, dict) else None
+    if fmt == "parquet":
+        raise ClinikoError(
+            "batch_config format 'parquet' is not supported: use format 'jsonl'"
+            " (with compression 'gzip' or 'none')"
+        )
+    unapplied = [
+        name
+        for name, used in (
+            ("stream_maps", bool(config.get("stream_maps"))),
+            ("flattening_enabled", bool(config.get("flattening_enabled"))),
+            ("a catalog that deselects fields", fields_deselected),
+        )
+        if used
+    ]
+    if unapplied:
+        raise ClinikoError(
+            f"batch_config cannot be combined with {' or '.join(unapplied)}: the SDK writes"
+            " batch files before maps, flattening and field selection apply, so dropped or"
+            " hashed fields would reach them; remove batch_config (or the other setting)"
+        )

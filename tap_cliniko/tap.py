@@ -4,22 +4,60 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import signal
 import sys
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.singerlib.encoding.simple import Message, RecordMessage
+from singer_sdk.exceptions import SyncLifecycleSignal
+from singer_sdk.singerlib.encoding.simple import (
+    Message,
+    RecordMessage,
+    SchemaMessage,
+    StateMessage,
+)
 from typing_extensions import override
 
 from tap_cliniko.client import ClinikoAPI
 from tap_cliniko.cliniko import ClinikoError
-from tap_cliniko.settings import CONFIG_SCHEMA, check_config, resolve_base_url
+from tap_cliniko.records import drop_nulls_outside
+from tap_cliniko.settings import (
+    CONFIG_SCHEMA,
+    check_batch_config,
+    check_catalog,
+    check_config,
+    resolve_base_url,
+    state_from_document,
+)
 from tap_cliniko.streams import ArchivedPatientsStream, DeletedPatientsStream, PatientsStream
 
 STREAM_TYPES = (PatientsStream, ArchivedPatientsStream, DeletedPatientsStream)
+SDK_UNHANDLED_ERROR = "An unhandled error occurred while syncing '%s'"
+SDK_UNSORTED_WARNING = "Stream is assumed to be unsorted"
+SDK_CONFIG_INVALID = "Config validation failed"
+
+
+class QuietKnownNoise(logging.Filter):
+    """Drops SDK log lines that mislead or repeat here; README says what they meant."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == SDK_CONFIG_INVALID:
+            return False
+        if record.msg == SDK_UNHANDLED_ERROR:
+            # Logged inside the SDK's `except`: a ClinikoError is reported by main() in one
+            # line, and a lifecycle signal (--test's record limit) is no error at all.
+            return not isinstance(sys.exc_info()[1], ClinikoError | SyncLifecycleSignal)
+        # Bookmarks are written when a stream completes (README: How incremental syncs work).
+        return not str(record.msg).startswith(SDK_UNSORTED_WARNING)
+
+
+QUIET_KNOWN_NOISE = QuietKnownNoise()
 
 
 class BufferedWriter(MsgSpecWriter):
@@ -30,11 +68,44 @@ class BufferedWriter(MsgSpecWriter):
     Records after the last STATE are flushed with stdout when the process ends.
     """
 
+    #: True while a message is being written: a signal then waits for the line to end.
+    writing = False
+    #: What a signal that arrived mid-write asked for, run once the line is complete.
+    deferred: Callable[[], None] | None = None
+    #: With flattening on: each stream's SCHEMA properties, which its records must match.
+    flattened: dict[str, frozenset[str]] | None = None
+    #: Lines held back until Cliniko has answered once (or a stream completed without
+    #: asking): a refused key, shard or permission then leaves stdout empty. None: released.
+    held: list[bytes] | None = None
+
+    def release(self) -> None:
+        """Write the held lines: Cliniko has answered, so the sync is under way."""
+        if self.held:
+            sys.stdout.buffer.write(b"".join(self.held))
+            sys.stdout.flush()
+        self.held = None
+
     @override
     def write_message(self, message: Message) -> None:
-        sys.stdout.buffer.write(self.format_message(message))
-        if not isinstance(message, RecordMessage):
-            sys.stdout.flush()
+        if self.flattened is not None:
+            if isinstance(message, SchemaMessage):
+                self.flattened[message.stream] = frozenset(message.schema.get("properties", {}))
+            elif isinstance(message, RecordMessage) and message.stream in self.flattened:
+                message.record = drop_nulls_outside(message.record, self.flattened[message.stream])
+        if self.held is not None:
+            if not isinstance(message, StateMessage):
+                self.held.append(bytes(self.format_message(message)))
+                return
+            self.release()
+        self.writing = True
+        try:
+            sys.stdout.buffer.write(self.format_message(message))
+            if not isinstance(message, RecordMessage):
+                sys.stdout.flush()
+        finally:
+            self.writing = False
+        if self.deferred is not None:
+            self.deferred()
 
 
 class TapCliniko(Tap):
@@ -44,16 +115,69 @@ class TapCliniko(Tap):
     config_jsonschema = CONFIG_SCHEMA
     message_writer_class = BufferedWriter
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        logging.getLogger("singer_sdk").addFilter(QUIET_KNOWN_NOISE)
+        super().__init__(*args, **kwargs)
+        if isinstance(self.message_writer, BufferedWriter):
+            self.message_writer.held = []
+            if self.config.get("flattening_enabled"):
+                self.message_writer.flattened = {}
+        # Here, not in sync_all (final in the SDK): the catalog is known, nothing is written yet.
+        deselected = any(not all(s.mask.values()) for s in self.streams.values() if s.selected)
+        check_batch_config(self.config, fields_deselected=deselected)
+
     @override
     def discover_streams(self) -> list[Stream]:
-        return [stream_type(self) for stream_type in STREAM_TYPES]
+        streams: list[Stream] = [stream_type(self) for stream_type in STREAM_TYPES]
+        for stream in streams:
+            stream.logger.addFilter(QUIET_KNOWN_NOISE)
+        return streams
+
+    @override
+    def load_state(self, state: dict[str, Any]) -> None:
+        state, wrapper = state_from_document(state)
+        if wrapper:
+            self.logger.info("The state file held %s: using the state inside it", wrapper)
+        super().load_state(state)
+
+    @override
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        # A blocked write to stdout runs this handler mid-line: exiting there would cut a
+        # record in half, so the writer finishes the line and stops then.
+        writer = self.message_writer
+        if isinstance(writer, BufferedWriter) and writer.writing:
+            writer.deferred = lambda: self._stop(signum)
+            return
+        self._stop(signum)
+
+    def _stop(self, signum: int) -> None:
+        # The SDK writes the current state (bookmarks of completed streams only) and exits 0;
+        # an orchestrator must see an interrupted run as failed: 128 + signal, as shells do.
+        if isinstance(self.message_writer, BufferedWriter):
+            self.message_writer.deferred = None
+        try:
+            self._state_writer.write_state(self.state)
+        finally:
+            sys.stdout.flush()
+            print(
+                f"tap-cliniko: stopped by {signal.Signals(signum).name}: the last STATE covers"
+                " the streams that completed; run again to finish",
+                file=sys.stderr,
+            )
+            sys.exit(128 + signum)
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         if not raise_errors:
             return super()._validate_config(raise_errors=False)
         check_config(self.config)
-        if errors := super()._validate_config(raise_errors=False):
+        # The SDK warns "Config validation failed" too; the one error line below says what.
+        self.logger.addFilter(QUIET_KNOWN_NOISE)
+        try:
+            errors = super()._validate_config(raise_errors=False)
+        finally:
+            self.logger.removeFilter(QUIET_KNOWN_NOISE)
+        if errors:
             raise ClinikoError(f"invalid config: {errors[0]}")
         return errors
 
@@ -67,7 +191,12 @@ class TapCliniko(Tap):
             timeout=self.config.get("request_timeout", 60),
             requests_per_minute=self.config.get("max_requests_per_minute", 190),
             max_retry_seconds=self.config.get("max_retry_seconds", 600),
+            on_first_answer=self._release_output,
         )
+
+    def _release_output(self) -> None:
+        if isinstance(self.message_writer, BufferedWriter):
+            self.message_writer.release()
 
 
 def _option_values(argv: list[str], flag: str) -> list[str]:
@@ -76,15 +205,14 @@ def _option_values(argv: list[str], flag: str) -> list[str]:
 
 
 def check_input_files(argv: list[str]) -> None:
-    """Refuse unreadable config, state and catalog files in one line, before any output."""
-    documents: dict[str, Any] = {}
+    """Refuse unreadable or malformed config, state and catalog files in one line, early."""
     for flag in ("--config", "--state", "--catalog"):
         for path in _option_values(argv, flag):
             if flag == "--config" and path == "ENV":
                 continue
             kind = flag.removeprefix("--")
             try:
-                documents[kind] = json.loads(Path(path).read_text(encoding="utf-8"))
+                document = json.loads(Path(path).read_text(encoding="utf-8"))
             except OSError as exc:
                 raise ClinikoError(f"cannot read the {kind} file {path}: {exc.strerror}") from None
             except ValueError:
@@ -92,16 +220,15 @@ def check_input_files(argv: list[str]) -> None:
                     f"the {kind} file {path} is not valid JSON: fix it, or remove it"
                     + (" to start a full sync" if kind == "state" else "")
                 ) from None
-            if not isinstance(documents[kind], dict):
-                raise ClinikoError(f"the {kind} file {path} must hold a JSON object")
-    known = {stream.name for stream in STREAM_TYPES}
-    for entry in documents.get("catalog", {}).get("streams", []):
-        name = entry.get("tap_stream_id") or entry.get("stream")
-        if name not in known:
-            raise ClinikoError(
-                f"the catalog names an unknown stream {name!r} (this tap has"
-                f" {', '.join(sorted(known))}): run tap-cliniko --discover for a fresh catalog"
-            )
+            try:
+                if kind == "state":
+                    state_from_document(document)
+                elif kind == "catalog":
+                    check_catalog(document, frozenset(s.name for s in STREAM_TYPES))
+                elif not isinstance(document, dict):
+                    raise ClinikoError("does not hold a JSON object")
+            except ClinikoError as exc:
+                raise ClinikoError(f"the {kind} file {path} {exc}") from None
 
 
 def use_large_stdout_buffer(size: int = 1 << 20) -> None:
@@ -128,3 +255,5 @@ def main() -> None:
     except ClinikoError as exc:
         print(f"tap-cliniko: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # before the SDK's own handler is in place
+        sys.exit(128 + signal.SIGINT)

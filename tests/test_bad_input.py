@@ -18,7 +18,12 @@ GOOD = {"api_key": "MS0xLWV4YW1wbGU-au1", "user_agent": USER_AGENT}
 
 
 def run_cli(
-    tmp_path: Path, config: dict[str, Any], *, state: str | None = None, catalog: str | None = None
+    tmp_path: Path,
+    config: dict[str, Any],
+    *,
+    state: str | None = None,
+    catalog: str | None = None,
+    extra: tuple[str, ...] | list[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed tap's entry point on files in tmp_path."""
     config_file = tmp_path / "config.json"
@@ -30,6 +35,7 @@ def run_cli(
     if catalog is not None:
         (tmp_path / "catalog.json").write_text(catalog)
         args += ["--catalog", str(tmp_path / "catalog.json")]
+    args += extra
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_CLINIKO_")}
     return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, check=False)
 
@@ -42,6 +48,12 @@ def assert_refused(result: subprocess.CompletedProcess[str], *words: str) -> Non
     for word in words:
         assert word in errors[0], errors[0]
     assert "Traceback" not in result.stderr
+    others = [
+        line
+        for line in result.stderr.splitlines()
+        if "ERROR" in line.upper() or "validation failed" in line
+    ]
+    assert others == errors, f"more than the one error line: {others}"
     written = [json.loads(line)["type"] for line in result.stdout.splitlines() if line.strip()]
     assert not written, f"wrote {written} to stdout"
 
@@ -56,6 +68,7 @@ CONFIG_CASES = {
     "per_page 0": ({**GOOD, "per_page": 0}, "per_page"),
     "per_page 101": ({**GOOD, "per_page": 101}, "per_page"),
     "unknown privacy mode": ({**GOOD, "privacy_redaction": "hash"}, "privacy_redaction"),
+    "flattening without a depth": ({**GOOD, "flattening_enabled": True}, "flattening_max_depth"),
 }
 
 
@@ -75,6 +88,160 @@ def test_malformed_state_file_is_refused(tmp_path: Path) -> None:
 def test_catalog_naming_an_unknown_stream_is_refused(tmp_path: Path) -> None:
     catalog = json.dumps({"streams": [{"tap_stream_id": "appointments", "schema": {}}]})
     assert_refused(run_cli(tmp_path, GOOD, catalog=catalog), "unknown stream", "--discover")
+
+
+BOOKMARK = {"replication_key": "updated_at", "replication_key_value": "2024-01-01T00:00:00Z"}
+STATE_CASES = {
+    "bookmarks a list": ({"bookmarks": []}, "'bookmarks'"),
+    "bookmark a bare date": ({"bookmarks": {"patients": "2024-01-01"}}, "bookmarks.patients"),
+    "bookmark value not a date-time": (
+        {"bookmarks": {"patients": {**BOOKMARK, "replication_key_value": "last week"}}},
+        "replication_key_value",
+    ),
+    "no bookmarks at all": ({"patients": BOOKMARK}, "no 'bookmarks'"),
+    "wrapped state not an object": ({"singer_state": [BOOKMARK]}, "JSON object"),
+    "a list": ([BOOKMARK], "JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", STATE_CASES)
+def test_malformed_state_is_refused_before_any_output(
+    tmp_path: Path, sandbox: Any, case: str
+) -> None:
+    state, words = STATE_CASES[case]
+    with sandbox(patients=5, seed=2) as server:
+        config = {**GOOD, "api_key": SANDBOX_KEY, "base_url": server.base_url}
+        result = run_cli(tmp_path, config, state=json.dumps(state))
+    assert_refused(result, "state file", words, "--state")
+
+
+PATIENTS_ENTRY = {"tap_stream_id": "patients", "stream": "patients", "schema": {"type": "object"}}
+CATALOG_CASES = {
+    "streams null": ({"streams": None}, "'streams'"),
+    "no streams": ({}, "'streams'"),
+    "a stream that is a number": ({"streams": [1]}, "streams[0]"),
+    "schema a list": ({"streams": [{**PATIENTS_ENTRY, "schema": []}]}, "schema"),
+    "schema missing": ({"streams": [{"tap_stream_id": "patients"}]}, "schema"),
+    "metadata an object": ({"streams": [{**PATIENTS_ENTRY, "metadata": {}}]}, "metadata"),
+    "metadata items malformed": ({"streams": [{**PATIENTS_ENTRY, "metadata": [1]}]}, "metadata"),
+    "properties a list": (
+        {"streams": [{**PATIENTS_ENTRY, "schema": {"type": "object", "properties": []}}]},
+        "schema properties",
+    ),
+    "a property's schema a number": (
+        {"streams": [{**PATIENTS_ENTRY, "schema": {"properties": {"email": 1}}}]},
+        "schema properties",
+    ),
+    "replication key not in the schema": (
+        {"streams": [{**PATIENTS_ENTRY, "replication_key": "nope"}]},
+        "replication key",
+    ),
+    "replication key in metadata": (
+        {
+            "streams": [
+                {
+                    **PATIENTS_ENTRY,
+                    "metadata": [{"breadcrumb": [], "metadata": {"replication-key": "id"}}],
+                }
+            ]
+        },
+        "replication key",
+    ),
+    "key properties a string": ({"streams": [{**PATIENTS_ENTRY, "key_properties": "id"}]}, "key"),
+}
+
+
+@pytest.mark.parametrize("case", CATALOG_CASES)
+def test_malformed_catalog_is_refused_before_any_output(
+    tmp_path: Path, sandbox: Any, case: str
+) -> None:
+    catalog, words = CATALOG_CASES[case]
+    with sandbox(patients=5, seed=2) as server:
+        config = {**GOOD, "api_key": SANDBOX_KEY, "base_url": server.base_url}
+        result = run_cli(tmp_path, config, catalog=json.dumps(catalog))
+    assert_refused(result, "catalog file", words, "--discover")
+
+
+@pytest.mark.parametrize("wrapping", ["meltano", "state message"])
+def test_wrapped_state_is_unwrapped_and_the_run_stays_incremental(
+    tmp_path: Path, sandbox: Any, wrapping: str
+) -> None:
+    with sandbox(patients=60, seed=3) as server:
+        config = {**GOOD, "api_key": SANDBOX_KEY, "base_url": server.base_url}
+        full = run_cli(tmp_path, config)
+        assert full.returncode == 0, full.stderr[-2000:]
+        states = [
+            m["value"] for m in map(json.loads, full.stdout.splitlines()) if m["type"] == "STATE"
+        ]
+        wrapped = (
+            {"singer_state": states[-1]}
+            if wrapping == "meltano"
+            else {"type": "STATE", "value": states[-1]}
+        )
+        again = run_cli(tmp_path, config, state=json.dumps(wrapped))
+    assert again.returncode == 0, again.stderr[-2000:]
+    records = [m for m in map(json.loads, again.stdout.splitlines()) if m["type"] == "RECORD"]
+    assert 0 < len(records) < 60 // 4, "the bookmarks were used: only their own second is re-read"
+    assert "using the state inside it" in again.stderr
+
+
+BATCH = {"encoding": {"format": "jsonl", "compression": "gzip"}, "storage": {"root": "file://"}}
+HASHING = {"patients": {"email": "md5(record['email']) if record.get('email') else None"}}
+BATCH_CASES = {
+    "stream maps": ({"batch_config": BATCH, "stream_maps": HASHING}, "stream_maps"),
+    "flattening": (
+        {"batch_config": BATCH, "flattening_enabled": True, "flattening_max_depth": 1},
+        "flattening",
+    ),
+    "parquet": (
+        {"batch_config": {**BATCH, "encoding": {"format": "parquet", "compression": "gzip"}}},
+        "parquet",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BATCH_CASES)
+def test_batch_with_what_batch_files_would_not_honour_is_refused(
+    tmp_path: Path, sandbox: Any, case: str
+) -> None:
+    settings, words = BATCH_CASES[case]
+    with sandbox(patients=5, seed=4) as server:
+        config = {**GOOD, "api_key": SANDBOX_KEY, "base_url": server.base_url, **settings}
+        config["batch_config"] = {
+            **config["batch_config"],
+            "storage": {"root": f"file://{tmp_path}"},
+        }
+        result = run_cli(tmp_path, config)
+    assert_refused(result, "batch_config", words)
+    assert not list(tmp_path.glob("*.json.gz")), "no batch file written"
+
+
+def test_batch_with_a_catalog_deselecting_fields_is_refused(tmp_path: Path, sandbox: Any) -> None:
+    with sandbox(patients=5, seed=4) as server:
+        config = {**GOOD, "api_key": SANDBOX_KEY, "base_url": server.base_url}
+        discovered = run_cli(tmp_path, config, extra=["--discover"])
+        catalog = json.loads(discovered.stdout)
+        for entry in catalog["streams"]:
+            for item in entry["metadata"]:
+                if item["breadcrumb"] == []:
+                    item["metadata"]["selected"] = True
+                elif item["breadcrumb"][-1] in ("email", "last_name"):
+                    item["metadata"]["selected"] = False
+        plain = run_cli(tmp_path, config, catalog=json.dumps(catalog))
+        assert plain.returncode == 0 and '"email"' not in plain.stdout, "selection works alone"
+        config["batch_config"] = {**BATCH, "storage": {"root": f"file://{tmp_path}"}}
+        result = run_cli(tmp_path, config, catalog=json.dumps(catalog))
+    assert_refused(result, "batch_config", "deselects fields")
+    assert not list(tmp_path.glob("*.json.gz")), "no batch file written"
+
+
+def test_dry_run_logs_no_error(tmp_path: Path, sandbox: Any) -> None:
+    with sandbox(patients=5, seed=5) as server:
+        config = {**GOOD, "api_key": SANDBOX_KEY, "base_url": server.base_url}
+        result = run_cli(tmp_path, config, extra=["--test"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ERROR" not in result.stderr.upper(), result.stderr[-2000:]
+    assert "unsorted" not in result.stderr, "the SDK's misleading warning is explained in README"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import copy
 import json
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,9 +15,12 @@ from typing import Any
 
 import pytest
 
-from tap_cliniko.client import ClinikoStream, RequestBudget
+from tap_cliniko.client import ClinikoAPI, ClinikoStream, RequestBudget
+from tap_cliniko.cliniko import CONNECT_RETRY_SECONDS, ClinikoError
 from tap_cliniko.tap import TapCliniko
 from tests.conftest import STATUS_STREAM, SyncResult, run_tap, tap_config
+
+TAP = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
 
 
 class RecordingSleep:
@@ -334,3 +338,144 @@ def test_sigkill_at_random_points_never_loses_a_patient(
     assert len(cuts) >= 3, f"kills cut a stream after its records, before its STATE: {cuts}"
     assert any(incremental for _, incremental in cuts), f"some in incremental runs: {cuts}"
     assert not problems, problems[:10]
+
+
+def stop_mid_sync(
+    tmp_path: Path, config: Path, signum: int, *, read_first: bool
+) -> tuple[int, list[dict[str, Any]], str]:
+    """Start the tap, signal it mid-sync, return its exit code, messages and stderr.
+
+    read_first: signal once the first RECORD arrives; else while the tap is blocked writing
+    to a pipe nobody reads (a slow target).
+    """
+    with (tmp_path / "tap.err").open("wb") as stderr:
+        process = subprocess.Popen(
+            [*TAP, "--config", str(config)], stdout=subprocess.PIPE, stderr=stderr
+        )
+        assert process.stdout is not None
+        lines = [process.stdout.readline()]
+        if read_first:
+            while b'"RECORD"' not in lines[-1] and lines[-1]:
+                lines.append(process.stdout.readline())
+        else:
+            time.sleep(3)  # the pipe and the tap's buffer fill up; the tap blocks writing
+        process.send_signal(signum)
+        lines += process.stdout.read().splitlines()
+        process.stdout.close()
+        process.wait(120)
+    messages = [json.loads(line) for line in lines if line.strip()]  # no line cut in half
+    return process.returncode, messages, (tmp_path / "tap.err").read_text()
+
+
+@pytest.mark.parametrize("read_first", [True, False], ids=["reading", "blocked-writing"])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_sync_exits_non_zero_after_only_safe_state(
+    tmp_path: Path, sandbox: Any, signum: int, code: int, read_first: bool
+) -> None:
+    """An orchestrator sees an interrupted run as failed; the state it got loses nothing."""
+    latency = 150 if read_first else 0
+    with sandbox(patients=1500, seed=36, latency_ms=latency) as server:
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps(tap_config(server.base_url, per_page=50)))
+        returncode, messages, stderr = stop_mid_sync(
+            tmp_path, config, signum, read_first=read_first
+        )
+        received = {m["record"]["id"] for m in messages if m["type"] == "RECORD"}
+        states = [m["value"] for m in messages if m["type"] == "STATE"]
+        assert returncode == code, stderr[-2000:]
+        assert "Traceback" not in stderr
+        assert "stopped by" in stderr
+        assert states, "the state so far was written"
+        assert messages[-1]["type"] == "STATE", "the state comes after every record"
+        assert len(received) < len(server.store.snapshot()), "the signal landed mid-sync"
+        (tmp_path / "state.json").write_text(json.dumps(states[-1]))
+        resumed = subprocess.run(
+            [*TAP, "--config", str(config), "--state", str(tmp_path / "state.json")],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        snapshot = server.store.snapshot()
+    for line in resumed.stdout.decode().splitlines():
+        message = json.loads(line)
+        if message["type"] == "RECORD":
+            received.add(message["record"]["id"])
+    assert set(snapshot) <= received, "a patient was lost across the interruption"
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class AddingSleep:
+    """Stands in for time.sleep and the retry clock: adds the waits up without waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def clock(self) -> float:
+        return time.monotonic() + sum(self.waits)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "host", "cause"),
+    [
+        ("http://127.0.0.1:{port}/v1", "127.0.0.1:{port}", "connection refused"),
+        ("https://api.zz9.cliniko.invalid/v1", "api.zz9.cliniko.invalid", "host name not found"),
+    ],
+)
+def test_unreachable_host_fails_fast_naming_it(base_url: str, host: str, cause: str) -> None:
+    port = closed_port()
+    sleep = AddingSleep()
+    api = ClinikoAPI(
+        base_url=base_url.format(port=port),
+        api_key="sandbox-key-au1",
+        user_agent="tests (tests@example.com)",
+        max_retry_seconds=600,
+        sleep=sleep,
+        clock=sleep.clock,
+    )
+    with pytest.raises(ClinikoError) as refused:
+        api.get_page(f"{api.base_url}/patients", [])
+    message = str(refused.value)
+    assert host.format(port=port) in message and cause in message, message
+    assert "base_url" in message and "shard" in message, message
+    assert 0 < sum(sleep.waits) <= CONNECT_RETRY_SECONDS, "not the 600 s budget"
+
+
+def test_unreachable_host_after_a_first_answer_keeps_the_long_budget(sandbox: Any) -> None:
+    sleep = AddingSleep()
+    with sandbox(patients=5, seed=37) as server:
+        api = ClinikoAPI(
+            base_url=server.base_url,
+            api_key=server.config.api_key,
+            user_agent="tests (tests@example.com)",
+            max_retry_seconds=120,
+            sleep=sleep,
+            clock=sleep.clock,
+        )
+        assert api.get_page(f"{api.base_url}/patients", []).patients
+    with pytest.raises(ClinikoError) as failed:  # the server is gone: an outage mid-sync
+        api.get_page(f"{api.base_url}/patients", [])
+    assert CONNECT_RETRY_SECONDS < sum(sleep.waits) <= 120
+    assert "still failing" in str(failed.value) and server.base_url.split("/")[2] in str(
+        failed.value
+    )
+
+
+def test_unreachable_host_is_one_line_from_the_command_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tap_config(f"http://127.0.0.1:{closed_port()}/v1")))
+    result = subprocess.run(
+        [*TAP, "--config", str(config)], capture_output=True, text=True, timeout=120, check=False
+    )
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line.upper()]
+    assert result.returncode == 1
+    assert len(errors) == 1 and errors[0].startswith("tap-cliniko: error: cannot reach"), errors
+    assert "Traceback" not in result.stderr

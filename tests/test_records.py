@@ -14,6 +14,7 @@ import pytest
 from tap_cliniko.client import ClinikoAPI
 from tap_cliniko.records import (
     date_fields,
+    drop_nulls_outside,
     needs_redaction,
     normalize_patient,
     patient_id,
@@ -199,3 +200,9 @@ def test_progress_logs_records_of_total_and_time_left(
         now[0] += 20
         progress.page(100, 1000)
     assert caplog.messages == ["patients: 200 of 1000 patients (20%), about 1m 20s left"]
+
+
+def test_drop_nulls_outside_keeps_schema_keys_and_every_value() -> None:
+    record = {"id": "1", "pronouns": None, "pronouns__nominative": None, "notes": None, "x": 0}
+    fitted = drop_nulls_outside(record, ["id", "pronouns__nominative", "notes"])
+    assert fitted == {"id": "1", "pronouns__nominative": None, "notes": None, "x": 0}

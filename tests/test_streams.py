@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from urllib.parse import parse_qsl
 
 import jsonschema
 import pytest
+import yaml
 
 from tap_cliniko.tap import TapCliniko
 from tests.conftest import STATUS_STREAM, STREAMS, run_tap, tap_config
@@ -307,3 +309,56 @@ def test_records_after_the_last_state_reach_stdout_when_the_process_ends(
     assert quiet[-1]["type"] == "RECORD", "the quiet run should end with records after STATE"
     emitted = [(m["stream"], m["record"]["id"]) for m in quiet if m["type"] == "RECORD"]
     assert sorted(emitted) == sorted((s, r["id"]) for s, r in expected.sequence)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_flattened_records_match_their_flattened_schema(sandbox: Any, depth: int) -> None:
+    """No key outside the SCHEMA: file targets (target-csv) refuse unannounced columns."""
+    with sandbox(patients=80, seed=44) as server:
+        config = tap_config(server.base_url, flattening_enabled=True, flattening_max_depth=depth)
+        result = run_tap(config)
+        snapshot = server.store.snapshot()
+    properties: dict[str, set[str]] = {}
+    for line in result.lines:
+        message = json.loads(line)
+        if message["type"] == "SCHEMA":
+            properties[message["stream"]] = set(message["schema"]["properties"])
+        elif message["type"] == "RECORD":
+            extra = set(message["record"]) - properties[message["stream"]]
+            assert not extra, f"{message['stream']}: keys not in its SCHEMA: {sorted(extra)}"
+    assert "pronouns__nominative" in properties["patients"], "the schema was flattened"
+    assert {i for rows in result.records.values() for i in (r["id"] for r in rows)} == set(snapshot)
+
+
+def readme_privacy_map() -> dict[str, Any]:
+    """The tap-cliniko config of README's privacy recipe (the YAML block under Privacy)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Privacy", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    return dict(yaml.safe_load(block)["plugins"]["extractors"][0]["config"])
+
+
+def test_readme_privacy_map_hashes_and_drops_in_every_stream(sandbox: Any) -> None:
+    recipe = readme_privacy_map()
+    assert recipe["stream_map_config"]["hash_salt"] == "${CLINIKO_HASH_SALT}"
+    salt = "a-long-random-secret"
+    with sandbox(patients=120, seed=45, behaviour="legacy") as server:
+        config = tap_config(
+            server.base_url,
+            stream_maps=recipe["stream_maps"],
+            stream_map_config={"hash_salt": salt},
+        )
+        result = run_tap(config)
+        snapshot = server.store.snapshot()
+    hashed = 0
+    for stream in STREAMS:
+        assert result.records[stream], f"{stream}: the legacy shape lists full records"
+        for record in result.records[stream]:
+            assert "first_name" not in record and "last_name" not in record, stream
+            email = snapshot[record["id"]]["record"].get("email")
+            if email:
+                assert record["email"] == hashlib.sha256((salt + email).encode()).hexdigest()
+                hashed += 1
+            else:
+                assert record["email"] is None
+    assert hashed, "some patients have an e-mail to hash"

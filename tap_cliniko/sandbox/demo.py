@@ -5,9 +5,11 @@ With TAP_CLINIKO_API_KEY set, the same pipeline runs once against that real acco
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,9 +26,12 @@ ROOT = Path.cwd()
 DEMO = ROOT / ".demo"
 WAREHOUSE = DEMO / "cliniko.duckdb"
 LOG = DEMO / "meltano.log"
+# The demo's state lives in its own system database, never in the project's .meltano/, so
+# a later `meltano run` of yours cannot resume from the demo's bookmarks.
+STATE_DB = DEMO / "meltano.db"
 SCHEMA = "tap_cliniko"  # the loaders write to the extractor's namespace, as Meltano does
 PIPELINE = ("tap-cliniko", "target-duckdb")
-STATE_SUFFIX = "demo"  # the demo's own state id: it never touches your pipelines' bookmarks
+STATE_SUFFIX = "demo"  # and its own state id, should STATE_DB ever be shared
 STATUS_STREAM = {
     "active": "patients",
     "archived": "archived_patients",
@@ -62,7 +67,12 @@ class Meltano:
         result = subprocess.run(
             command,
             cwd=ROOT,
-            env={**os.environ, "TARGET_DUCKDB_FILEPATH": str(WAREHOUSE), **self.env},
+            env={
+                **os.environ,
+                "TARGET_DUCKDB_FILEPATH": str(WAREHOUSE),
+                "MELTANO_DATABASE_URI": f"sqlite:///{STATE_DB}",
+                **self.env,
+            },
             capture_output=True,
             text=True,
             check=False,
@@ -213,13 +223,28 @@ def check_first_load(server: SandboxServer, loaded: dict[str, list[tuple[str, st
             raise DemoError(f"{stream}: {len(ids):,} rows loaded, the server has {len(expected):,}")
 
 
-def run_local() -> None:
+def explore_command() -> str:
+    """A query on the demo's warehouse that runs with what the demo installed."""
+    python = Path(sys.executable)
+    shown = rel(python) if python.is_relative_to(ROOT) else str(python)
+    query = (
+        "SELECT city, count(*) AS patients FROM tap_cliniko.patients"
+        " GROUP BY city ORDER BY patients DESC, city LIMIT 5"
+    )
+    code = (
+        f"import duckdb; duckdb.connect({json.dumps(rel(WAREHOUSE))}, read_only=True)"
+        f".sql({json.dumps(query)}).show()"
+    )
+    return f"{shown} -c {shlex.quote(code)}"
+
+
+def run_local(patients: int = PATIENTS) -> None:
     """The full demo against a fresh local Cliniko."""
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir(parents=True)
     warehouse = Warehouse(WAREHOUSE)
-    config = SandboxConfig(patients=PATIENTS, seed=SEED, data_dir=DEMO / "cliniko")
-    print(f"1. Local Cliniko, {PATIENTS:,} synthetic patients ...", end=" ", flush=True)
+    config = SandboxConfig(patients=patients, seed=SEED, data_dir=DEMO / "cliniko")
+    print(f"1. Local Cliniko, {patients:,} synthetic patients ...", end=" ", flush=True)
     with SandboxServer(config) as server:
         print(server.base_url)
         meltano = Meltano(
@@ -229,7 +254,6 @@ def run_local() -> None:
         print("2. meltano install tap-cliniko target-duckdb ...", end=" ", flush=True)
         started = time.monotonic()
         meltano("install", *PIPELINE)
-        meltano("state", "clear", "--force", meltano.state_id, check=False)
         print(f"ready ({time.monotonic() - started:.0f}s)")
 
         print(f"3. meltano run {' '.join(PIPELINE)}   (first run: everything)")
@@ -265,7 +289,8 @@ def run_local() -> None:
             line += f" + {len(reread)} at the bookmark"
             print(line + (f" + {len(other)} other" if other else ""))
         show_bookmarks(before, meltano.bookmarks())
-    print(f"6. Local Cliniko stopped. Explore: duckdb {rel(WAREHOUSE)}  (schema {SCHEMA})")
+    print(f"6. Local Cliniko stopped. Explore {rel(WAREHOUSE)} (schema {SCHEMA}), e.g.:")
+    print(f"   {explore_command()}")
 
 
 def run_real() -> None:
@@ -287,10 +312,13 @@ def run_real() -> None:
     print("   run the demo again: only patients changed since then are read.")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the demo; one line on stderr and exit 1 when a step fails."""
+    parser = argparse.ArgumentParser(prog="python3 dev.py demo")
+    parser.add_argument("--patients", type=int, default=PATIENTS, help="local Cliniko's size")
+    args = parser.parse_args(argv)
     try:
-        run_real() if os.environ.get("TAP_CLINIKO_API_KEY") else run_local()
+        run_real() if os.environ.get("TAP_CLINIKO_API_KEY") else run_local(args.patients)
     except DemoError as exc:
         print(f"\ndemo: {exc}", file=sys.stderr)
         return 1

@@ -1,17 +1,32 @@
-"""The tap as users install it: a wheel in a fresh virtualenv, and `meltano run` offline."""
+"""The tap as users install it: a wheel in a fresh virtualenv, and Meltano offline.
+
+Meltano runs only in temporary copies of the project: the project's own .meltano/ (plugins
+and the system database holding state) is never written, so a user's next `meltano run`
+never resumes from a test's bookmarks.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SANDBOX_KEY, USER_AGENT
-from tests.e2e.conftest import ROOT, make_venv
+import pytest
+import yaml
+
+from tests.conftest import SANDBOX_KEY, STATUS_STREAM, STREAMS, USER_AGENT
+from tests.e2e.conftest import ROOT, make_venv, prerequisite
+
+MELTANO = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
 
 
 def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path: Path) -> None:
@@ -42,32 +57,221 @@ def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path:
     assert ids == set(snapshot)
 
 
-def test_meltano_run_into_target_jsonl_offline(sandbox: Any, tmp_path: Path) -> None:
-    meltano = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
-    out = tmp_path / "out"
-    out.mkdir()
-    with sandbox(patients=80, seed=72, api_key="sandbox-key-au1") as server:
-        env = {
-            **os.environ,
-            "MELTANO_PROJECT_ROOT": str(ROOT),
-            "TAP_CLINIKO_BASE_URL": server.base_url,
-            "TARGET_JSONL_DESTINATION_PATH": str(out),
-            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+def clone_files() -> list[str]:
+    """The files a fresh clone of this working tree has (tracked, or new and not ignored)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
+    return [name for name in listed.stdout.decode().split("\0") if (ROOT / name).is_file()]
+
+
+def fingerprint(folder: Path) -> dict[str, tuple[int, int]] | None:
+    """Every file under folder with its size and modification time (None: no folder)."""
+    if not folder.exists():
+        return None
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+@pytest.fixture(scope="session")
+def project_meltano() -> dict[str, tuple[int, int]] | None:
+    """The project's own .meltano/ before any Meltano test ran."""
+    return fingerprint(ROOT / ".meltano")
+
+
+def meltano_env(**extra: str) -> dict[str, str]:
+    """This environment without the tap's, Meltano's and targets' variables, plus extra."""
+    prefixes = ("TAP_CLINIKO_", "MELTANO_", "TARGET_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env["PATH"] = os.pathsep.join([str(Path(MELTANO).parent), env.get("PATH", "")])
+    env["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    return {**env, **extra}
+
+
+@pytest.fixture
+def project_copy(
+    tmp_path: Path, project_meltano: dict[str, tuple[int, int]] | None
+) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    """A copy of the project (as a fresh clone has it) and a `meltano ...` runner inside it."""
+    copy = tmp_path / "project"
+    for name in clone_files():
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, copy / name)
+
+    def run(command: str, **env: str) -> subprocess.CompletedProcess[str]:
+        args = shlex.split(command)
+        if args[0] == "meltano":
+            args[0] = MELTANO
+        result = subprocess.run(
+            args,
+            cwd=copy,
+            env=meltano_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
+        return result
+
+    run.root = copy  # type: ignore[attr-defined]
+    yield run
+
+
+def readme_meltano_commands() -> list[str]:
+    """Every `meltano ...` line of README's code blocks, in order, comments removed."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith("meltano ")]
+
+
+def meltano_kind(setting: dict[str, Any]) -> str:
+    """The Meltano setting kind that matches a property of the tap's config schema."""
+    types = set(setting["type"]) - {"null"}
+    if types == {"string"}:
+        if setting.get("enum"):
+            return "options"
+        return "date_iso8601" if setting.get("format") == "date-time" else "string"
+    return types.pop()
+
+
+def test_meltano_yml_declares_every_setting_and_capability_the_tap_has() -> None:
+    tap = Path(sys.executable).with_name("tap-cliniko")
+    about = json.loads(
+        subprocess.run([tap, "--about", "--format=json"], capture_output=True, check=True).stdout
+    )
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    extractor = project["plugins"]["extractors"][0]
+    declared = {s["name"]: s for s in extractor["settings"]}
+    offered = about["settings"]["properties"]
+    assert set(declared) == set(offered), "meltano.yml and --about list different settings"
+    for name, setting in offered.items():
+        assert declared[name]["kind"] == meltano_kind(setting), name
+        assert bool(declared[name].get("sensitive")) == bool(setting.get("secret")), name
+        if setting.get("enum"):
+            values = [str(option["value"]) for option in declared[name]["options"]]
+            assert values == setting["enum"], name
+    assert set(extractor["capabilities"]) == set(about["capabilities"])
+
+
+def rows_per_stream(read: Callable[[str], list[dict[str, Any]]]) -> dict[str, set[str]]:
+    """The ids a destination holds, per stream."""
+    return {stream: {str(row["id"]) for row in read(stream)} for stream in STREAMS}
+
+
+def server_ids(snapshot: dict[str, Any]) -> dict[str, set[str]]:
+    """The ids the local Cliniko lists, per stream."""
+    found: dict[str, set[str]] = {stream: set() for stream in STREAMS}
+    for patient_id, entry in snapshot.items():
+        found[STATUS_STREAM[entry["status"]]].add(patient_id)
+    return found
+
+
+def test_after_the_demo_readme_meltano_commands_load_every_patient(
+    project_copy: Any, sandbox: Any
+) -> None:
+    """The demo leaves no state behind; then README's commands, as written, load everyone."""
+    root: Path = project_copy.root
+    demo = project_copy(f"{sys.executable} -m tap_cliniko.sandbox.demo --patients 120")
+    explore = demo.stdout.splitlines()[-1].strip()
+    assert "patients" in project_copy(explore).stdout, "the demo's closing hint runs"
+    assert "No state IDs found" in project_copy("meltano state list").stderr
+
+    commands = readme_meltano_commands()
+    assert any(c.startswith("meltano run") for c in commands), commands
+    with sandbox(patients=2000, seed=73) as server:
+        # Where a real account's shard URL would be: the plugin's own config, as README's
+        # `config set` commands write it (an environment overriding it would be caught).
+        project_copy(f"meltano config set tap-cliniko base_url {server.base_url}")
+        for command in commands:
+            project_copy(command.replace("'<your key>'", server.config.api_key))
+        expected = server_ids(server.store.snapshot())
+    assert "TAP_CLINIKO_API_KEY" in (root / ".env").read_text(), "the key went to .env"
+    assert server.config.api_key not in (root / "meltano.yml").read_text()
+
+    duckdb = prerequisite("duckdb")
+    with duckdb.connect(str(root / "output" / "cliniko.duckdb"), read_only=True) as db:
+        loaded = {
+            stream: {row[0] for row in db.sql(f"SELECT id FROM tap_cliniko.{stream}").fetchall()}
+            for stream in STREAMS
         }
-        env.pop("TAP_CLINIKO_API_KEY", None)
-        for args in (["install"], ["run", "--full-refresh", "tap-cliniko", "target-jsonl"]):
-            result = subprocess.run(
-                [meltano, "--environment=local", *args],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                timeout=600,
-                check=False,
-            )
-            assert result.returncode == 0, result.stderr.decode()[-3000:]
-        snapshot = server.store.snapshot()
-    loaded = set()
-    for stream in ("patients", "archived_patients", "deleted_patients"):
-        for line in (out / f"{stream}.jsonl").read_text().splitlines():
-            loaded.add(json.loads(line)["id"])
-    assert loaded == set(snapshot)
+    assert loaded == expected, "README's meltano run did not load every patient"
+    if any("target-csv" in command for command in commands):
+
+        def csv_rows(stream: str) -> list[dict[str, Any]]:
+            with (root / "output" / f"{stream}.csv").open(newline="", encoding="utf-8") as f:
+                return list(csv.DictReader(f))
+
+        assert rows_per_stream(csv_rows) == expected, "README's target-csv run lost patients"
+        assert "pronouns__nominative" in csv_rows("patients")[0], "flattened, as README says"
+
+
+def test_zz_project_meltano_folder_untouched_by_the_tests(
+    project_meltano: dict[str, tuple[int, int]] | None,
+) -> None:
+    """Runs last in this file: the Meltano tests above wrote only into their copies."""
+    assert fingerprint(ROOT / ".meltano") == project_meltano
+
+
+def readme_alone_script() -> tuple[str, str]:
+    """README's tap-alone block without its pip line: (first run, later runs)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    block = next(b for b in blocks if "tap-cliniko --config config.json --discover" in b)
+    lines = [line for line in block.splitlines() if not line.startswith("pip install")]
+    script = "\n".join(lines)
+    first, later = script.split("# Later runs", 1)
+    return first, "# Later runs" + later
+
+
+def jsonl_ids(folder: Path) -> list[str]:
+    """Every patient id target-jsonl wrote into folder, in every run's files."""
+    return [
+        str(json.loads(line)["id"])
+        for path in sorted(folder.glob("*patients*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_readme_tap_alone_commands_start_full_then_resume_from_the_targets_state(
+    sandbox: Any, target_executable: Callable[[str], Path], tmp_path: Path
+) -> None:
+    first, later = readme_alone_script()
+    path = [str(Path(sys.executable).parent), str(target_executable("target-jsonl").parent)]
+    env = {**os.environ, "PATH": os.pathsep.join([*path, os.environ.get("PATH", "")])}
+    env = {k: v for k, v in env.items() if not k.startswith("TAP_CLINIKO_")}
+
+    def bash(script: str) -> None:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    with sandbox(patients=300, seed=74) as server:
+        config = {"api_key": SANDBOX_KEY, "user_agent": USER_AGENT, "base_url": server.base_url}
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        bash(first)
+        assert set(jsonl_ids(tmp_path)) == set(server.store.snapshot()), "a full first run"
+        before = json.loads((tmp_path / "state.json").read_text())["bookmarks"]
+        changed = sorted(server.store.snapshot(), key=int)[:3]
+        for patient_id in changed:
+            server.store.update_patient(patient_id, {"notes": "changed"})
+        loaded_before = len(jsonl_ids(tmp_path))
+        time.sleep(1.1)  # the next run's files get another second in their names
+        bash(later)
+    after = json.loads((tmp_path / "state.json").read_text())["bookmarks"]
+    assert after["patients"]["replication_key_value"] > before["patients"]["replication_key_value"]
+    again = jsonl_ids(tmp_path)[loaded_before:]
+    assert set(changed) <= set(again), "the changes were read"
+    assert len(again) < 30, "the later run read only changes, not everything again"

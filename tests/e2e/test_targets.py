@@ -299,3 +299,21 @@ def test_target_gets_every_patient_once_then_only_the_changes(
             config, executable, destination.config, tmp_path / "run-2", state=first.state
         )
     check_incremental(target, destination, (first, second), loaded_before, before, changes)
+
+
+def test_target_csv_loads_flattened_records(
+    sandbox: Any, target_executable: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """meltano.yml's target-csv with flattening on: every patient, nested fields as columns."""
+    destination = csv_files(tmp_path, None)  # type: ignore[arg-type]
+    with sandbox(patients=120, seed=62) as server:
+        config = tap_config(server.base_url, flattening_enabled=True, flattening_max_depth=1)
+        run = run_pipe(config, target_executable("target-csv"), destination.config, tmp_path)
+        snapshot = server.store.snapshot()
+    for stream in STREAMS:
+        rows = destination.rows(stream)
+        assert {row["id"] for row in rows} == stream_ids(snapshot, stream), stream
+        assert len(rows) == len(run.records(stream))
+    columns = set(destination.rows("patients")[0])
+    assert {"pronouns__nominative", "links__self"} <= columns, "nested fields became columns"
+    assert "pronouns" not in columns

@@ -1,0 +1,81 @@
+"""The start-up rules as pure functions: state and catalog shapes, BATCH combinations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tap_cliniko.cliniko import ClinikoError
+from tap_cliniko.settings import check_batch_config, check_catalog, state_from_document
+
+STATE = {"bookmarks": {"patients": {"replication_key_value": "2024-01-01T00:00:00Z"}}}
+STREAMS = frozenset({"patients", "archived_patients", "deleted_patients"})
+BATCH = {"encoding": {"format": "jsonl", "compression": "gzip"}}
+
+
+@pytest.mark.parametrize(
+    ("document", "wrapper"),
+    [
+        (STATE, None),
+        ({}, None),
+        ({"singer_state": STATE}, "singer_state"),
+        ({"type": "STATE", "value": STATE}, "STATE"),
+    ],
+)
+def test_state_is_returned_unwrapped(document: dict[str, Any], wrapper: str | None) -> None:
+    state, found = state_from_document(document)
+    assert state == (document and STATE)
+    assert (found is None) if wrapper is None else (wrapper in str(found))
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        {"bookmarks": []},
+        {"bookmarks": {"patients": "2024-01-01"}},
+        {"bookmarks": {"patients": {"replication_key_value": "soon"}}},
+        {"bookmarks": {"patients": {"progress_markers": []}}},
+        {"patients": {}},
+        {"singer_state": None},
+    ],
+)
+def test_malformed_state_is_refused(document: Any) -> None:
+    with pytest.raises(ClinikoError, match="--state"):
+        state_from_document(document)
+
+
+def test_a_discovered_shape_passes_and_a_wrong_key_does_not() -> None:
+    entry = {
+        "tap_stream_id": "patients",
+        "schema": {"properties": {"id": {"type": "string"}}},
+        "key_properties": ["id"],
+        "replication_key": "updated_at",
+        "metadata": [{"breadcrumb": [], "metadata": {"replication-key": "updated_at"}}],
+    }
+    check_catalog({"streams": [entry]}, STREAMS)
+    with pytest.raises(ClinikoError, match="updated_at only"):
+        check_catalog({"streams": [{**entry, "replication_key": "created_at"}]}, STREAMS)
+
+
+@pytest.mark.parametrize(
+    ("config", "deselected", "refused"),
+    [
+        ({}, True, False),
+        ({"batch_config": BATCH}, False, False),
+        ({"batch_config": BATCH}, True, True),
+        ({"batch_config": BATCH, "stream_maps": {"*": {"email": "__NULL__"}}}, False, True),
+        ({"batch_config": BATCH, "flattening_enabled": True}, False, True),
+        ({"batch_config": {"encoding": {"format": "parquet"}}}, False, True),
+        ({"stream_maps": {"*": {"email": "__NULL__"}}, "flattening_enabled": True}, True, False),
+    ],
+)
+def test_batch_is_refused_only_with_what_batch_files_skip(
+    config: dict[str, Any], deselected: bool, refused: bool
+) -> None:
+    if refused:
+        with pytest.raises(ClinikoError, match="batch_config"):
+            check_batch_config(config, fields_deselected=deselected)
+    else:
+        check_batch_config(config, fields_deselected=deselected)
