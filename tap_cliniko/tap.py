@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.exceptions import MaxRecordsLimitException
+from singer_sdk.helpers.capabilities import CapabilitiesEnum, TapCapabilities
 from singer_sdk.singerlib.encoding.simple import Message, RecordMessage
 from typing_extensions import override
 
@@ -37,16 +40,34 @@ class BufferedWriter(MsgSpecWriter):
             sys.stdout.flush()
 
 
+class StoppedAfterOneRecord(logging.Filter):
+    """Drop the SDK's "unhandled error" line for a stream that --test stops on purpose.
+
+    Every other error still logs: only an abort caused by the dry-run record limit is dropped.
+    """
+
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        # The SDK logs it inside its `except` block, so the exception in hand says why.
+        error = sys.exc_info()[1]
+        return not (error and isinstance(error.__cause__, MaxRecordsLimitException))
+
+
 class TapCliniko(Tap):
     """Singer tap for Cliniko patients."""
 
     name = "tap-cliniko"
     config_jsonschema = CONFIG_SCHEMA
     message_writer_class = BufferedWriter
+    # --test is the SDK's; it only needs declaring, for Meltano and the Hub definition.
+    capabilities: ClassVar[list[CapabilitiesEnum]] = [*Tap.capabilities, TapCapabilities.TEST]
 
     @override
     def discover_streams(self) -> list[Stream]:
-        return [stream_type(self) for stream_type in STREAM_TYPES]
+        streams: list[Stream] = [stream_type(self) for stream_type in STREAM_TYPES]
+        for stream in streams:
+            stream.logger.addFilter(StoppedAfterOneRecord())
+        return streams
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tap_cliniko.sandbox import SandboxServer
 from tests.e2e.conftest import ROOT, Meltano, Postgres, prerequisite
 from tests.e2e.test_targets import change_patients
@@ -149,3 +151,19 @@ def test_postgres_job_builds_the_same_models(
         meltano("run", "cliniko-to-postgres")
         check_dbt_build(meltano)
         check_current(statuses(), server)
+
+
+def test_meltano_config_test_checks_the_connection(
+    meltano: Meltano, sandbox: Callable[..., Any]
+) -> None:
+    """README's `meltano config test tap-cliniko`: valid with the key, one clear 401 without."""
+    with sandbox(patients=20, seed=83) as server:
+        meltano.env.update(
+            TAP_CLINIKO_BASE_URL=server.base_url, TAP_CLINIKO_API_KEY=server.config.api_key
+        )
+        assert "Plugin configuration is valid" in meltano(
+            "--environment=local", "config", "test", "tap-cliniko"
+        )
+        meltano.env["TAP_CLINIKO_API_KEY"] = "wrong0key0value-au1"
+        with pytest.raises(AssertionError, match=r"HTTP 401 .* Cliniko refused the API key"):
+            meltano("--environment=local", "config", "test", "tap-cliniko")
