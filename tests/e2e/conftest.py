@@ -269,3 +269,16 @@ def meltano_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def meltano(meltano_plugins: Path, tmp_path: Path) -> Meltano:
     """A Meltano for one test: shared plugins, its own system database (state), dbt folders."""
     return Meltano(isolated_environ(tmp_path / "meltano"), tmp_path / "meltano.log")
+
+
+@pytest.fixture(scope="session")
+def dagster_python() -> Path:
+    """Python of .venv-stack/dagster: orchestration/requirements.txt, (re)built when it changes."""
+    requirements = ROOT / "orchestration" / "requirements.txt"
+    env_dir = ROOT / ".venv-stack" / "dagster"
+    stamp = env_dir / ".installed"
+    digest = hashlib.sha256(sys.version.encode() + requirements.read_bytes()).hexdigest()
+    if not (stamp.exists() and stamp.read_text() == digest and (env_dir / "bin/python").exists()):
+        make_venv(env_dir, ["-r", str(requirements)])
+        stamp.write_text(digest)
+    return env_dir / "bin" / "python"
