@@ -1,6 +1,6 @@
 """Materialize every asset once, in this process, and print what each produced as JSON.
 
-    python -m cliniko_dagster.run_once     # from orchestration/, without a Dagster daemon
+python -m cliniko_dagster.run_once     # from orchestration/, without a Dagster daemon
 """
 
 from __future__ import annotations
