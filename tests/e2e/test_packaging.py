@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+import tap_cliniko
 from tests.conftest import SANDBOX_KEY, USER_AGENT
 from tests.e2e.conftest import ROOT, make_venv
 
@@ -71,3 +74,41 @@ def test_meltano_run_into_target_jsonl_offline(sandbox: Any, tmp_path: Path) -> 
         for line in (out / f"{stream}.jsonl").read_text().splitlines():
             loaded.add(json.loads(line)["id"])
     assert loaded == set(snapshot)
+
+
+def test_release_build_passes_twine_check(tmp_path: Path) -> None:
+    """`python -m build` makes an sdist and a wheel of the one version; twine accepts both."""
+    dist = tmp_path / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert build.returncode == 0, (build.stdout + build.stderr)[-3000:]
+    version = tap_cliniko.__version__
+    built = sorted(path.name for path in dist.iterdir())
+    assert built == [f"tap_cliniko-{version}-py3-none-any.whl", f"tap_cliniko-{version}.tar.gz"]
+    check = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, dist.iterdir())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.count("PASSED") == 2, check.stdout
+    assert f"## {version}" in (ROOT / "CHANGELOG.md").read_text(), "CHANGELOG lacks this version"
+
+
+def test_ci_workflow_runs_the_readme_test_command() -> None:
+    """GitHub Actions runs .ci/run on Python 3.11, and .ci/run is README's test command."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    steps = workflow["jobs"]["test"]["steps"]
+    assert [s["run"] for s in steps if "run" in s] == ["bash .ci/run"]
+    python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python"))
+    assert python["with"]["python-version"] == "3.11"
+    assert workflow["jobs"]["test"]["env"]["CI"] == "true"
+    assert "exec python3 dev.py test" in (ROOT / ".ci" / "run").read_text()
+    assert "python3 dev.py test\n" in (ROOT / "README.md").read_text()
