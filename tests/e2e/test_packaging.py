@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +12,7 @@ import yaml
 
 import tap_cliniko
 from tests.conftest import SANDBOX_KEY, USER_AGENT
-from tests.e2e.conftest import ROOT, make_venv
+from tests.e2e.conftest import ROOT, Meltano, make_venv
 
 
 def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path: Path) -> None:
@@ -45,29 +43,17 @@ def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path:
     assert ids == set(snapshot)
 
 
-def test_meltano_run_into_target_jsonl_offline(sandbox: Any, tmp_path: Path) -> None:
-    meltano = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
+def test_meltano_run_into_target_jsonl_offline(
+    meltano: Meltano, sandbox: Any, tmp_path: Path
+) -> None:
+    """Meltano with the project's plugins (in .venv-stack/, never the project's .meltano/)."""
     out = tmp_path / "out"
     out.mkdir()
     with sandbox(patients=80, seed=72, api_key="sandbox-key-au1") as server:
-        env = {
-            **os.environ,
-            "MELTANO_PROJECT_ROOT": str(ROOT),
-            "TAP_CLINIKO_BASE_URL": server.base_url,
-            "TARGET_JSONL_DESTINATION_PATH": str(out),
-            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-        }
-        env.pop("TAP_CLINIKO_API_KEY", None)
-        for args in (["install"], ["run", "--full-refresh", "tap-cliniko", "target-jsonl"]):
-            result = subprocess.run(
-                [meltano, "--environment=local", *args],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                timeout=600,
-                check=False,
-            )
-            assert result.returncode == 0, result.stderr.decode()[-3000:]
+        meltano.env.update(
+            TAP_CLINIKO_BASE_URL=server.base_url, TARGET_JSONL_DESTINATION_PATH=str(out)
+        )
+        meltano("--environment=local", "run", "--full-refresh", "tap-cliniko", "target-jsonl")
         snapshot = server.store.snapshot()
     loaded = set()
     for stream in ("patients", "archived_patients", "deleted_patients"):
