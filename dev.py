@@ -75,7 +75,7 @@ def test(args: list[str]) -> int:
     checks: list[list[str | Path]] = [
         [python, "-m", "ruff", "check", "."],
         [python, "-m", "ruff", "format", "--check", "."],
-        [python, "-m", "mypy", "tap_cliniko", "dev.py"],
+        [python, "-m", "mypy", "tap_cliniko", "dev.py", "tools"],
     ]
     for check in checks:
         if (code := _run(*check)) != 0:
