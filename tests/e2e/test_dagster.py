@@ -66,3 +66,21 @@ def test_dagster_pins_dbt_as_meltano_does() -> None:
     lines = (ROOT / "orchestration" / "requirements.txt").read_text().splitlines()
     pinned = {line.strip() for line in lines if line.startswith("dbt")}
     assert pinned == set(shlex.split(utility["pip_url"]))
+
+
+def test_dagster_ui_can_load_the_code_location(dagster_python: Path, tmp_path: Path) -> None:
+    """What `dagster dev -m cliniko_dagster.definitions` loads passes Dagster's own checks."""
+    env = isolated_environ(tmp_path / "dagster")
+    env["DAGSTER_HOME"] = str(tmp_path)
+    dagster = dagster_python.with_name("dagster")
+    result = subprocess.run(
+        [dagster, "definitions", "validate", "-m", "cliniko_dagster.definitions"],
+        cwd=ROOT / "orchestration",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "All code locations passed validation" in result.stdout + result.stderr
