@@ -40,6 +40,16 @@ PIPELINE = ("tap-cliniko", "target-duckdb")
 if not shutil.which("dbt"):
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
 
+
+def warehouse_path() -> Path:
+    """The DuckDB file both target-duckdb and dbt-duckdb use (meltano.yml's default)."""
+    configured = os.environ.get("DBT_DUCKDB_PATH")
+    return Path(configured) if configured else PROJECT_ROOT / "output" / "cliniko.duckdb"
+
+
+# dbt (transform/profiles.yml) and the load below read and write the same file.
+os.environ.setdefault("DBT_DUCKDB_PATH", str(warehouse_path()))
+
 dbt_project = DbtProject(
     project_dir=PROJECT_ROOT / "transform",
     target_path=Path(os.environ.get("DBT_TARGET_PATH", "target")),
@@ -49,12 +59,6 @@ if dbt_project.manifest_path.exists():
     dbt_project.prepare_if_dev()
 else:
     dbt_project.preparer.prepare(dbt_project)  # `dbt parse`: the models' asset graph
-
-
-def warehouse_path() -> Path:
-    """The DuckDB file both target-duckdb and dbt-duckdb use (meltano.yml's default)."""
-    configured = os.environ.get("DBT_DUCKDB_PATH")
-    return Path(configured) if configured else PROJECT_ROOT / "output" / "cliniko.duckdb"
 
 
 def meltano_executable() -> str:
