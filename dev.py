@@ -3,6 +3,7 @@
     python3 dev.py demo    # local Cliniko -> meltano run tap-cliniko -> DuckDB, twice
     python3 dev.py test    # lint, types and the whole test suite (what CI runs)
     python3 dev.py bench   # the speed benchmark (benchmarks/RESULTS.md)
+    python3 dev.py plugin  # regenerate plugin.yaml (the Meltano Hub definition) from --about
 
 Each job first makes or refreshes the virtualenvs it needs; a second run reuses them.
 """
@@ -74,7 +75,7 @@ def test(args: list[str]) -> int:
     checks: list[list[str | Path]] = [
         [python, "-m", "ruff", "check", "."],
         [python, "-m", "ruff", "format", "--check", "."],
-        [python, "-m", "mypy", "tap_cliniko", "dev.py"],
+        [python, "-m", "mypy", "tap_cliniko", "dev.py", "tools"],
     ]
     for check in checks:
         if (code := _run(*check)) != 0:
@@ -88,7 +89,12 @@ def bench(args: list[str]) -> int:
     return _run(python, "benchmarks/bench.py", *args)
 
 
-JOBS = {"demo": demo, "test": test, "bench": bench}
+def plugin(args: list[str]) -> int:
+    python = ensure_envs()
+    return _run(python, "tools/plugin_definition.py", *args)
+
+
+JOBS = {"demo": demo, "test": test, "bench": bench, "plugin": plugin}
 
 
 def main() -> int:

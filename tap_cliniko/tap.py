@@ -11,11 +11,12 @@ from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import SyncLifecycleSignal
+from singer_sdk.helpers.capabilities import CapabilitiesEnum, TapCapabilities
 from singer_sdk.singerlib.encoding.simple import (
     Message,
     RecordMessage,
@@ -114,6 +115,8 @@ class TapCliniko(Tap):
     name = "tap-cliniko"
     config_jsonschema = CONFIG_SCHEMA
     message_writer_class = BufferedWriter
+    # --test is the SDK's; it only needs declaring, for Meltano and the Hub definition.
+    capabilities: ClassVar[list[CapabilitiesEnum]] = [*Tap.capabilities, TapCapabilities.TEST]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         logging.getLogger("singer_sdk").addFilter(QUIET_KNOWN_NOISE)

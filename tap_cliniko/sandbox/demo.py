@@ -1,4 +1,5 @@
-"""The demo: a local Cliniko -> `meltano run tap-cliniko target-duckdb`, twice, changes between.
+"""The demo: a local Cliniko -> `meltano run tap-cliniko target-duckdb`, twice, changes between,
+then the dbt models (`meltano invoke dbt-duckdb:build`) and a few rows of patients_current.
 
 With TAP_CLINIKO_API_KEY set, the same pipeline runs once against that real account instead.
 """
@@ -31,6 +32,8 @@ LOG = DEMO / "meltano.log"
 STATE_DB = DEMO / "meltano.db"
 SCHEMA = "tap_cliniko"  # the loaders write to the extractor's namespace, as Meltano does
 PIPELINE = ("tap-cliniko", "target-duckdb")
+MODELS = "dbt-duckdb"  # the utility that builds transform/ into the same DuckDB file
+MODELS_SCHEMA = "analytics"
 STATE_SUFFIX = "demo"  # and its own state id, should STATE_DB ever be shared
 STATUS_STREAM = {
     "active": "patients",
@@ -69,7 +72,7 @@ class Meltano:
             cwd=ROOT,
             env={
                 **os.environ,
-                "TARGET_DUCKDB_FILEPATH": str(WAREHOUSE),
+                **warehouse_env(),
                 "MELTANO_DATABASE_URI": f"sqlite:///{STATE_DB}",
                 **self.env,
             },
@@ -91,6 +94,12 @@ class Meltano:
         self("run", f"--state-id-suffix={STATE_SUFFIX}", *PIPELINE)
         return time.monotonic() - started
 
+    def build_models(self) -> float:
+        """Build and test transform/'s models; return how long it took in seconds."""
+        started = time.monotonic()
+        self("invoke", f"{MODELS}:build")
+        return time.monotonic() - started
+
     def bookmarks(self) -> dict[str, str]:
         """The pipeline's replication_key_value per stream, from Meltano's state store."""
         out = self("state", "get", self.state_id, check=False).strip()
@@ -100,6 +109,16 @@ class Meltano:
             state = {}
         marks = state.get("singer_state", {}).get("bookmarks", {})
         return {name: marks.get(name, {}).get("replication_key_value", "-") for name in STREAMS}
+
+
+def warehouse_env() -> dict[str, str]:
+    """Point the loader and dbt at the demo's DuckDB file; dbt's own files go to .demo/ too."""
+    return {
+        "TARGET_DUCKDB_FILEPATH": str(WAREHOUSE),
+        "DBT_DUCKDB_PATH": str(WAREHOUSE),
+        "DBT_TARGET_PATH": str(DEMO / "dbt-target"),
+        "DBT_LOG_PATH": str(DEMO / "dbt-logs"),
+    }
 
 
 def meltano_executable() -> str:
@@ -165,6 +184,22 @@ class Warehouse:
         found = self.query(f"SELECT max(_sdc_batched_at) FROM ({union})")
         return found[0][0] if found else None
 
+    def current_by_status(self) -> dict[str, int]:
+        """patients_current's rows per status."""
+        rows = self.query(
+            f"SELECT status, count(*) FROM {MODELS_SCHEMA}.patients_current GROUP BY 1"
+        )
+        return {str(status): int(count) for status, count in rows}
+
+    def current_samples(self, ids: set[str]) -> list[tuple[Any, ...]]:
+        """patients_current rows for some ids, deleted, then archived, then active."""
+        listed = ", ".join(f"'{i}'" for i in sorted(ids))
+        return self.query(
+            "SELECT id, status, coalesce(first_name || ' ' || left(last_name, 1) || '.', '-'),"
+            f" strftime(last_changed_at, '%Y-%m-%d %H:%M:%S') FROM {MODELS_SCHEMA}.patients_current"
+            f" WHERE id IN ({listed}) ORDER BY status DESC, last_changed_at DESC, id"
+        )
+
     def samples(self, count: int = 4) -> list[tuple[Any, ...]]:
         """A few active patients, newest change first."""
         return self.query(
@@ -212,6 +247,27 @@ def show_bookmarks(before: dict[str, str], after: dict[str, str]) -> None:
         print(f"     {stream:<18} {before.get(stream, '-'):<21} -> {after.get(stream, '-')}")
 
 
+def show_models(warehouse: Warehouse, took: float, changed: set[str]) -> None:
+    """patients_current per status, and the rows of the patients the clinic just changed."""
+    counts = warehouse.current_by_status()
+    print(f"   {MODELS_SCHEMA}.patients_current built and tested in {took:.1f}s")
+    for status in ("active", "archived", "deleted"):
+        print(f"     {status:<18} {counts.get(status, 0):>6,}")
+    print("   the patients changed in step 4, as the model has them now")
+    for patient_id, status, name, changed_at in warehouse.current_samples(changed):
+        print(f"     {patient_id}  {status:<9} {name:<20} {changed_at}")
+
+
+def check_models(server: SandboxServer, warehouse: Warehouse) -> None:
+    """Fail unless patients_current has every patient once, with the server's status."""
+    expected = {s: 0 for s in STATUS_STREAM}
+    for entry in server.store.snapshot().values():
+        expected[entry["status"]] += 1
+    found = warehouse.current_by_status()
+    if {s: found.get(s, 0) for s in expected} != expected:
+        raise DemoError(f"patients_current has {found}, the server {expected}")
+
+
 def check_first_load(server: SandboxServer, loaded: dict[str, list[tuple[str, str]]]) -> None:
     """Fail unless every patient of the local Cliniko arrived in its stream, once."""
     for stream in STREAMS:
@@ -251,9 +307,9 @@ def run_local(patients: int = PATIENTS) -> None:
             "local",
             {"TAP_CLINIKO_BASE_URL": server.base_url, "TAP_CLINIKO_API_KEY": config.api_key},
         )
-        print("2. meltano install tap-cliniko target-duckdb ...", end=" ", flush=True)
+        print(f"2. meltano install tap-cliniko target-duckdb {MODELS} ...", end=" ", flush=True)
         started = time.monotonic()
-        meltano("install", *PIPELINE)
+        meltano("install", *PIPELINE, MODELS)
         print(f"ready ({time.monotonic() - started:.0f}s)")
 
         print(f"3. meltano run {' '.join(PIPELINE)}   (first run: everything)")
@@ -289,7 +345,14 @@ def run_local(patients: int = PATIENTS) -> None:
             line += f" + {len(reread)} at the bookmark"
             print(line + (f" + {len(other)} other" if other else ""))
         show_bookmarks(before, meltano.bookmarks())
-    print(f"6. Local Cliniko stopped. Explore {rel(WAREHOUSE)} (schema {SCHEMA}), e.g.:")
+
+        print(f"6. meltano invoke {MODELS}:build   (transform/: models and their dbt tests)")
+        took = meltano.build_models()
+        show_models(warehouse, took, {i for ids in changed.values() for i in ids})
+        check_models(server, warehouse)
+    print(
+        f"7. Local Cliniko stopped. Explore {rel(WAREHOUSE)} (schemas {SCHEMA}, {MODELS_SCHEMA}):"
+    )
     print(f"   {explore_command()}")
 
 
@@ -300,8 +363,8 @@ def run_real() -> None:
     DEMO.mkdir(exist_ok=True)
     warehouse = Warehouse(WAREHOUSE)
     meltano = Meltano("prod")
-    print("1. meltano install tap-cliniko target-duckdb ...", end=" ", flush=True)
-    meltano("install", *PIPELINE)
+    print(f"1. meltano install tap-cliniko target-duckdb {MODELS} ...", end=" ", flush=True)
+    meltano("install", *PIPELINE, MODELS)
     print("ready")
     before, mark = meltano.bookmarks(), warehouse.last_load()
     print(f"2. meltano run {' '.join(PIPELINE)}   (your Cliniko account)")
@@ -309,6 +372,10 @@ def run_real() -> None:
     written = {s: len(rows) for s, rows in warehouse.loaded_since(mark).items()}
     show_counts(f"rows written in {took:.1f}s into {rel(WAREHOUSE)}", written)
     show_bookmarks(before, meltano.bookmarks())
+    print(f"3. meltano invoke {MODELS}:build   (transform/: models and their dbt tests)")
+    took = meltano.build_models()
+    counts = warehouse.current_by_status()
+    print(f"   {MODELS_SCHEMA}.patients_current built and tested in {took:.1f}s: {counts}")
     print("   run the demo again: only patients changed since then are read.")
 
 

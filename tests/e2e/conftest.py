@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -22,7 +23,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_VENVS = ROOT / ".venv-targets"
+# Meltano's plugins for the tests: never the project's own .meltano/ (MELTANO_SYS_DIR_ROOT).
+MELTANO_SYS_DIR = ROOT / ".venv-stack" / "meltano"
 PIPE_TIMEOUT = 300
+MELTANO_TIMEOUT = 900
 
 
 def prerequisite(module: str) -> ModuleType:
@@ -176,6 +180,13 @@ class Postgres:
         """A SQLAlchemy URL for psycopg 3 over the server's Unix socket."""
         return str(self.server.get_uri()).replace("postgresql://", "postgresql+psycopg://", 1)
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """host (the Unix socket's folder), port, user and dbname, as dbt-postgres takes them."""
+        info = self.server.get_postmaster_info()
+        host = info.socket_dir or info.hostname
+        return {"host": str(host), "port": str(info.port), "user": "postgres", "dbname": "postgres"}
+
     def rows(self, sql: str) -> list[str]:
         """Run one query; each result row as one unaligned text line."""
         settings = "\\set QUIET on\n\\pset format unaligned\n\\pset tuples_only on\n"
@@ -192,3 +203,82 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
         yield Postgres(server)
     finally:
         server.cleanup()
+
+
+def meltano_executable() -> str:
+    """Meltano from PATH (dev.py puts .venv-meltano/bin there), else the project's own."""
+    found = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
+    if not Path(found).exists():
+        pytest.fail("meltano is missing: run the tests with `python3 dev.py test`")
+    return found
+
+
+def isolated_environ(workdir: Path) -> dict[str, str]:
+    """This process's environment for Meltano, minus plugin settings, with a throwaway database.
+
+    Plugins live in .venv-stack/meltano (installed once); the system database, dbt's target
+    and logs live in workdir, so a test never writes the project's .meltano/ or transform/.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    plugin_prefixes = ("TAP_CLINIKO_", "TARGET_", "DBT_", "MELTANO_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(plugin_prefixes)}
+    env.update(
+        MELTANO_SYS_DIR_ROOT=str(MELTANO_SYS_DIR),
+        MELTANO_DATABASE_URI=f"sqlite:///{workdir / 'meltano.db'}",
+        MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
+        MELTANO_ENVIRONMENT="local",
+        DBT_TARGET_PATH=str(workdir / "dbt-target"),
+        DBT_LOG_PATH=str(workdir / "dbt-logs"),
+    )
+    return env
+
+
+@dataclass
+class Meltano:
+    """`meltano` on this project, with the test's own system database and plugin settings."""
+
+    env: dict[str, str]
+    log: Path
+
+    def __call__(self, *args: str) -> str:
+        """Run `meltano ARGS` from the project root; fail with its last output unless it exits 0."""
+        result = subprocess.run(
+            [meltano_executable(), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=MELTANO_TIMEOUT,
+            check=False,
+        )
+        with self.log.open("a", encoding="utf-8") as log:
+            log.write(f"$ meltano {' '.join(args)}\n{result.stdout}{result.stderr}\n")
+        assert result.returncode == 0, f"meltano {' '.join(args)}: {result.stderr[-4000:]}"
+        return result.stdout
+
+
+@pytest.fixture(scope="session")
+def meltano_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every plugin of meltano.yml installed once per session into .venv-stack/meltano."""
+    workdir = tmp_path_factory.mktemp("meltano-install")
+    Meltano(isolated_environ(workdir), workdir / "meltano.log")("install")
+    return MELTANO_SYS_DIR
+
+
+@pytest.fixture
+def meltano(meltano_plugins: Path, tmp_path: Path) -> Meltano:
+    """A Meltano for one test: shared plugins, its own system database (state), dbt folders."""
+    return Meltano(isolated_environ(tmp_path / "meltano"), tmp_path / "meltano.log")
+
+
+@pytest.fixture(scope="session")
+def dagster_python() -> Path:
+    """Python of .venv-stack/dagster: orchestration/requirements.txt, (re)built when it changes."""
+    requirements = ROOT / "orchestration" / "requirements.txt"
+    env_dir = ROOT / ".venv-stack" / "dagster"
+    stamp = env_dir / ".installed"
+    digest = hashlib.sha256(sys.version.encode() + requirements.read_bytes()).hexdigest()
+    if not (stamp.exists() and stamp.read_text() == digest and (env_dir / "bin/python").exists()):
+        make_venv(env_dir, ["-r", str(requirements)])
+        stamp.write_text(digest)
+    return env_dir / "bin" / "python"

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+import tap_cliniko
 from tests.conftest import SANDBOX_KEY, STATUS_STREAM, STREAMS, USER_AGENT
 from tests.e2e.conftest import ROOT, make_venv, prerequisite
 
@@ -138,7 +139,8 @@ def meltano_kind(setting: dict[str, Any]) -> str:
         if setting.get("enum"):
             return "options"
         return "date_iso8601" if setting.get("format") == "date-time" else "string"
-    return types.pop()
+    kind = types.pop()
+    return {"number": "decimal"}.get(kind, kind)
 
 
 def test_meltano_yml_declares_every_setting_and_capability_the_tap_has() -> None:
@@ -275,3 +277,41 @@ def test_readme_tap_alone_commands_start_full_then_resume_from_the_targets_state
     again = jsonl_ids(tmp_path)[loaded_before:]
     assert set(changed) <= set(again), "the changes were read"
     assert len(again) < 30, "the later run read only changes, not everything again"
+
+
+def test_release_build_passes_twine_check(tmp_path: Path) -> None:
+    """`python -m build` makes an sdist and a wheel of the one version; twine accepts both."""
+    dist = tmp_path / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert build.returncode == 0, (build.stdout + build.stderr)[-3000:]
+    version = tap_cliniko.__version__
+    built = sorted(path.name for path in dist.iterdir())
+    assert built == [f"tap_cliniko-{version}-py3-none-any.whl", f"tap_cliniko-{version}.tar.gz"]
+    check = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, dist.iterdir())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.count("PASSED") == 2, check.stdout
+    assert f"## {version}" in (ROOT / "CHANGELOG.md").read_text(), "CHANGELOG lacks this version"
+
+
+def test_ci_workflow_runs_the_readme_test_command() -> None:
+    """GitHub Actions runs .ci/run on Python 3.11, and .ci/run is README's test command."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    steps = workflow["jobs"]["test"]["steps"]
+    assert [s["run"] for s in steps if "run" in s] == ["bash .ci/run"]
+    python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python"))
+    assert python["with"]["python-version"] == "3.11"
+    assert workflow["jobs"]["test"]["env"]["CI"] == "true"
+    assert "exec python3 dev.py test" in (ROOT / ".ci" / "run").read_text()
+    assert "python3 dev.py test\n" in (ROOT / "README.md").read_text()

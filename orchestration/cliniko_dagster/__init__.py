@@ -1,0 +1,1 @@
+"""Dagster definitions for tap-cliniko's data stack (see definitions.py)."""

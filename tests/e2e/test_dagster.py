@@ -1,0 +1,86 @@
+"""orchestration/: Dagster materializes the Meltano load and the dbt models, in one process."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.e2e.conftest import (
+    ROOT,
+    isolated_environ,
+    meltano_executable,
+)
+from tests.e2e.test_stack import check_current, duckdb_statuses
+
+STREAMS = ("patients", "archived_patients", "deleted_patients")
+
+
+def test_dagster_materializes_the_load_then_the_models(
+    dagster_python: Path,
+    meltano_plugins: Path,
+    sandbox: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    warehouse = tmp_path / "cliniko.duckdb"
+    env = isolated_environ(tmp_path / "dagster")
+    with sandbox(patients=200, seed=84) as server:
+        env.update(
+            MELTANO_BIN=meltano_executable(),
+            TAP_CLINIKO_BASE_URL=server.base_url,
+            TAP_CLINIKO_API_KEY=server.config.api_key,
+            TARGET_DUCKDB_FILEPATH=str(warehouse),
+            DBT_DUCKDB_PATH=str(warehouse),
+            DAGSTER_HOME=str(tmp_path / "dagster-home"),
+        )
+        (tmp_path / "dagster-home").mkdir()
+        result = subprocess.run(
+            [dagster_python, "-m", "cliniko_dagster.run_once"],
+            cwd=ROOT / "orchestration",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert summary["success"]
+        snapshot = server.store.snapshot()
+        for stream, status in zip(STREAMS, ("active", "archived", "deleted"), strict=True):
+            expected = sum(1 for entry in snapshot.values() if entry["status"] == status)
+            assert summary["materialized"][f"tap_cliniko/{stream}"] == expected, stream
+        assert "patients_current" in summary["materialized"], "dbt model not materialized"
+        check_current(duckdb_statuses(warehouse), server)
+
+
+def test_dagster_pins_dbt_as_meltano_does() -> None:
+    """orchestration/requirements.txt and meltano.yml's dbt-duckdb install the same dbt."""
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    utility = next(u for u in project["plugins"]["utilities"] if u["name"] == "dbt-duckdb")
+    lines = (ROOT / "orchestration" / "requirements.txt").read_text().splitlines()
+    pinned = {line.strip() for line in lines if line.startswith("dbt")}
+    assert pinned == set(shlex.split(utility["pip_url"]))
+
+
+def test_dagster_ui_can_load_the_code_location(dagster_python: Path, tmp_path: Path) -> None:
+    """What `dagster dev -m cliniko_dagster.definitions` loads passes Dagster's own checks."""
+    env = isolated_environ(tmp_path / "dagster")
+    env["DAGSTER_HOME"] = str(tmp_path)
+    dagster = dagster_python.with_name("dagster")
+    result = subprocess.run(
+        [dagster, "definitions", "validate", "-m", "cliniko_dagster.definitions"],
+        cwd=ROOT / "orchestration",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "All code locations passed validation" in result.stdout + result.stderr

@@ -1,0 +1,70 @@
+"""plugin.yaml (the Meltano Hub definition) is what `--about` says, and meltano.yml agrees."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tap_cliniko.tap import TapCliniko
+from tools.plugin_definition import DEFINITION, about, definition, render
+
+ROOT = Path(__file__).resolve().parents[1]
+TAP = Path(sys.executable).with_name("tap-cliniko")
+
+
+def sdk_settings() -> set[str]:
+    """The settings the SDK adds to the tap's own (stream maps, flattening, batch, ...)."""
+    schema: dict[str, Any] = {"type": "object", "properties": {}}
+    # The SDK merges them into the schema it is given (CONFIG_SCHEMA itself, once a tap ran).
+    TapCliniko.append_builtin_config(schema)
+    return set(schema["properties"])
+
+
+def meltano_tap() -> dict[str, Any]:
+    """tap-cliniko's entry in meltano.yml."""
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    return next(p for p in project["plugins"]["extractors"] if p["name"] == "tap-cliniko")
+
+
+def test_plugin_yaml_is_generated_from_about() -> None:
+    regenerated = render(definition(about(TAP)))
+    assert DEFINITION.read_text(encoding="utf-8") == regenerated, (
+        "plugin.yaml differs from what --about says: run python3 dev.py plugin"
+    )
+
+
+def test_definition_has_what_the_hub_requires() -> None:
+    plugin = yaml.safe_load(DEFINITION.read_text())
+    for key in ("name", "namespace", "variant", "pip_url", "label", "capabilities", "settings"):
+        assert plugin.get(key), f"plugin.yaml lacks {key}"
+    for entry in plugin["settings"]:
+        assert {"name", "kind", "label", "description"} <= set(entry), entry["name"]
+    sensitive = {s["name"] for s in plugin["settings"] if s.get("sensitive")}
+    assert sensitive == {"api_key"}
+    assert {"catalog", "discover", "state", "about", "test"} <= set(plugin["capabilities"])
+
+
+def test_meltano_yml_tap_settings_agree_with_the_definition() -> None:
+    plugin = yaml.safe_load(DEFINITION.read_text())
+    defined = {s["name"]: s for s in plugin["settings"]}
+    project = meltano_tap()
+    declared = {s["name"]: s for s in project["settings"]}
+    tap_settings = set(defined) - sdk_settings()
+    assert {"api_key", "user_agent", "start_date"} <= tap_settings
+    missing = tap_settings - set(declared)
+    assert not missing, f"meltano.yml lacks tap settings: {sorted(missing)}"
+    unknown = set(declared) - set(defined)
+    assert not unknown, f"meltano.yml declares settings the tap does not have: {sorted(unknown)}"
+    for name, entry in declared.items():
+        expected = defined[name]
+        assert entry.get("kind", "string") == expected["kind"], f"{name}: kind differs"
+        assert bool(entry.get("sensitive")) == bool(expected.get("sensitive")), name
+        if expected["kind"] == "options":
+            values = [o["value"] for o in entry["options"]]
+            assert values == [o["value"] for o in expected["options"]], f"{name}: options"
+    claimed = set(project["capabilities"]) - set(plugin["capabilities"])
+    assert not claimed, f"meltano.yml claims capabilities the tap lacks: {sorted(claimed)}"
+    assert project["settings_group_validation"] == plugin["settings_group_validation"]
