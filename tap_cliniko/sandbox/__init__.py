@@ -17,7 +17,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from tap_cliniko.sandbox.app import RateLimiter, RequestRecord, create_app
 from tap_cliniko.sandbox.faults import Faults
-from tap_cliniko.sandbox.store import Store
+from tap_cliniko.sandbox.store import SORT_MODES, Store
 
 __all__ = ["RequestRecord", "SandboxConfig", "SandboxServer"]
 
@@ -35,12 +35,16 @@ class SandboxConfig:
     rate_limit_per_minute: int = 0
     rate_limit_header: str = "X-RateLimit-Reset"  # or "Retry-After" or "both"
     archive_touches_updated_at: bool = True
+    unarchive_touches_updated_at: bool = True
+    variant_routes: bool = True  # False: the legacy /…/archived, /…/deleted lists answer 404
+    sort_mode: str = "honoured"  # or "ignored" / "refused": what the server does with sort=id
     clock_offset_seconds: float = 0.0
     latency_ms: float = 0.0
     error_rate: float = 0.0
     drop_rate: float = 0.0
     truncate_rate: float = 0.0
     html_200_rate: float = 0.0
+    midbody_drop_rate: float = 0.0
     fault_seed: int = 0
     host: str = "127.0.0.1"
     port: int = 0
@@ -68,6 +72,8 @@ class SandboxServer:
     def __init__(self, config: SandboxConfig) -> None:
         if config.behaviour not in ("current", "legacy"):
             raise ValueError("behaviour must be 'current' or 'legacy'")
+        if config.sort_mode not in SORT_MODES:
+            raise ValueError(f"sort_mode must be one of {', '.join(SORT_MODES)}")
         self.config = config
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         data_dir = config.data_dir
@@ -79,6 +85,8 @@ class SandboxServer:
             behaviour=config.behaviour,
             clock=self.now,
             archive_touches_updated_at=config.archive_touches_updated_at,
+            unarchive_touches_updated_at=config.unarchive_touches_updated_at,
+            sort_mode=config.sort_mode,
         )
         self.store.seed(config.patients, config.seed)
         self.faults = Faults(
@@ -87,6 +95,7 @@ class SandboxServer:
             drop_rate=config.drop_rate,
             truncate_rate=config.truncate_rate,
             html_200_rate=config.html_200_rate,
+            midbody_drop_rate=config.midbody_drop_rate,
             seed=config.fault_seed,
         )
         self.requests: list[RequestRecord] = []
@@ -101,6 +110,7 @@ class SandboxServer:
             server_time=lambda: time.time() + config.clock_offset_seconds,
             requests_log=self.requests,
             hook=lambda: self.before_list_page,
+            variant_routes=config.variant_routes,
         )
         self._server: BaseWSGIServer = make_server(
             config.host, config.port, app, threaded=True, request_handler=_QuietHandler

@@ -9,7 +9,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -98,6 +98,7 @@ def create_app(
     server_time: Callable[[], float],
     requests_log: list[RequestRecord],
     hook: Callable[[], Callable[[str, Any], None] | None],
+    variant_routes: bool = True,
 ) -> Flask:
     """The Flask app of one local Cliniko account."""
     app = Flask("cliniko-sandbox")
@@ -162,9 +163,30 @@ def create_app(
             sock.shutdown(socket.SHUT_RDWR)
         raise ConnectionAbortedError("injected drop")
 
+    def _drop_midbody(response: Response) -> Response:
+        """Headers with the full Content-Length, half the body, then the socket closes."""
+        data = response.get_data()
+        sock = request.environ.get("werkzeug.socket")
+
+        def half_then_close() -> Iterator[bytes]:
+            yield data[: len(data) // 2]
+            if isinstance(sock, socket.socket):
+                sock.shutdown(socket.SHUT_RDWR)
+            raise ConnectionAbortedError("injected mid-body drop")
+
+        response.response = half_then_close()
+        response.headers["Content-Length"] = str(len(data))
+        return response
+
     @app.after_request
     def stamp(response: Response) -> Response:
         response.headers["Date"] = formatdate(server_time(), usegmt=True)
+        if (
+            request.method == "GET"
+            and response.status_code == 200
+            and faults.roll(faults.midbody_drop_rate)
+        ):
+            response = _drop_midbody(response)
         requests_log.append(
             RequestRecord(
                 method=request.method,
@@ -217,11 +239,11 @@ def create_app(
 
     @app.get("/v1/patients/archived")
     def archived_patients() -> Response:
-        return list_route("archived")
+        return list_route("archived") if variant_routes else message("Not found", 404)
 
     @app.get("/v1/patients/deleted")
     def deleted_patients() -> Response:
-        return list_route("deleted")
+        return list_route("deleted") if variant_routes else message("Not found", 404)
 
     @app.get("/v1/patients/<int:patient_id>")
     def get_patient(patient_id: int) -> Response:

@@ -30,12 +30,25 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     parser.add_argument(
         "--archive-touches-updated-at", action=argparse.BooleanOptionalAction, default=True
     )
+    parser.add_argument(
+        "--unarchive-touches-updated-at", action=argparse.BooleanOptionalAction, default=True
+    )
+    parser.add_argument(
+        "--variant-routes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the older /…/archived, /…/deleted and /…/cancelled lists",
+    )
+    parser.add_argument(
+        "--sort-mode", choices=["honoured", "ignored", "refused"], default="honoured"
+    )
     parser.add_argument("--clock-offset-seconds", type=float, default=0.0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--drop-rate", type=float, default=0.0)
     parser.add_argument("--truncate-rate", type=float, default=0.0)
     parser.add_argument("--html-200-rate", type=float, default=0.0)
+    parser.add_argument("--midbody-drop-rate", type=float, default=0.0)
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("--host must be a loopback address: this server is for local use only")
@@ -49,12 +62,16 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
         rate_limit_per_minute=args.rate_limit,
         rate_limit_header=args.rate_limit_header,
         archive_touches_updated_at=args.archive_touches_updated_at,
+        unarchive_touches_updated_at=args.unarchive_touches_updated_at,
+        variant_routes=args.variant_routes,
+        sort_mode=args.sort_mode,
         clock_offset_seconds=args.clock_offset_seconds,
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
         drop_rate=args.drop_rate,
         truncate_rate=args.truncate_rate,
         html_200_rate=args.html_200_rate,
+        midbody_drop_rate=args.midbody_drop_rate,
         host=args.host,
         port=args.port,
     )

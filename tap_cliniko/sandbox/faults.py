@@ -17,6 +17,7 @@ class Faults:
     drop_rate: float = 0.0
     truncate_rate: float = 0.0
     html_200_rate: float = 0.0
+    midbody_drop_rate: float = 0.0  # headers and part of the body, then the socket closes
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -35,6 +35,8 @@ SORTABLE = frozenset({"created_at", "updated_at", "id", "archived_at", "deleted_
     "first_name",
     "last_name",
 }
+SORT_MODES = ("honoured", "ignored", "refused")  # what the server does with a sort on id
+BAD_SORT = "Sort parameter must be a valid column name"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,63}$")
 WRITABLE = frozenset(
     {
@@ -168,10 +170,14 @@ class Store:
         behaviour: str,
         clock: Callable[[], datetime],
         archive_touches_updated_at: bool = True,
+        unarchive_touches_updated_at: bool = True,
+        sort_mode: str = "honoured",
     ) -> None:
         self.behaviour = behaviour
         self.clock = clock
         self.archive_touches_updated_at = archive_touches_updated_at
+        self.unarchive_touches_updated_at = unarchive_touches_updated_at
+        self.sort_mode = sort_mode
         self.link_base = "http://127.0.0.1/v1"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -289,13 +295,16 @@ class Store:
             return ["deleted_at IS NULL"], []
         return [ROUTE_MEMBERS[route]], []
 
-    @staticmethod
-    def _order(sort: str | None) -> str:
+    def _order(self, sort: str | None) -> str:
         terms = []
-        for part in (sort or "created_at").split(","):
-            column, _, direction = part.strip().partition(":")
+        parts = [part.strip().partition(":") for part in (sort or "created_at").split(",")]
+        if any(column == "id" for column, _, _ in parts) and self.sort_mode != "honoured":
+            if self.sort_mode == "refused":
+                raise QueryError(BAD_SORT)
+            parts = [("created_at", "", "")]  # "ignored": the default order, silently
+        for column, _, direction in parts:
             if column not in SORTABLE or direction not in ("", "asc", "desc"):
-                raise QueryError(f"Cannot sort by {part}.")
+                raise QueryError(BAD_SORT)
             terms.append(f"{column} {'DESC' if direction == 'desc' else 'ASC'}")
         if not any(t.startswith("id ") for t in terms):
             terms.append("id ASC")  # a stable order, so that page numbers mean something
@@ -367,11 +376,12 @@ class Store:
             self._replace(patient)
 
     def unarchive_patient(self, patient_id: int | str) -> dict[str, Any]:
-        """Unarchive; always moves updated_at (otherwise no incremental reader could notice)."""
+        """Unarchive; moves updated_at only when the account is set to."""
         with self._lock:
             patient = self._require(patient_id)
             patient["archived_at"] = None
-            patient["updated_at"] = iso(self.clock())
+            if self.unarchive_touches_updated_at:
+                patient["updated_at"] = iso(self.clock())
             self._replace(patient)
             return self.render(patient, self.link_base)
 
