@@ -6,7 +6,7 @@
 The input is Cliniko's published OpenAPI document, copied to tests/api-docs/openapi.yaml.
 The rules (see `convert`): every value may be null, because the spec's `nullable` is not
 reliable and a too-strict schema makes targets drop or refuse rows; `id` is a string of
-digits; only `date` and `date-time` formats are kept (targets type columns by them); link
+digits; only the `date`, `date-time` and `decimal` formats are kept (targets type by them); link
 objects are kept, and each link to one record also gets a `<name>_id` column; `anyOf` and
 `oneOf` unions (communications, bookings) are merged into one object with every field.
 schemas/patient.json is not generated: it also covers the older Patients page.
@@ -31,7 +31,7 @@ from tap_cliniko.resources import COLLECTIONS, Collection  # noqa: E402
 
 SPEC = ROOT / "tests" / "api-docs" / "openapi.yaml"
 SCHEMAS = ROOT / "schemas"
-KEPT_FORMATS = ("date", "date-time")
+KEPT_FORMATS = ("date", "date-time", "decimal")
 # The example link of a field that points at one record: .../v1/<collection>/<id>
 ONE_RECORD_LINK = re.compile(r"/v1/[a-z_]+/\d+$")
 Schema = dict[str, Any]

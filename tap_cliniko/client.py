@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -123,7 +123,7 @@ class ClinikoAPI:
         self.requests_sent = 0
         self.rate_limited = 0
 
-    def get_page(self, url: str, params: Params) -> Page:
+    def get_page(self, url: str, params: Params, records_key: str = "patients") -> Page:
         """GET one list page, waiting and retrying as Cliniko's answer asks."""
         if not cliniko.same_origin(url, self.base_url):
             raise ClinikoError(
@@ -136,7 +136,7 @@ class ClinikoAPI:
         while True:
             attempt += 1
             try:
-                return self._get_once(url, params, path)
+                return self._get_once(url, params, path, records_key)
             except RetryableResponse as exc:
                 wait = exc.wait if exc.wait is not None else cliniko.backoff_wait(attempt)
                 reason = str(exc)
@@ -155,7 +155,7 @@ class ClinikoAPI:
             self._sleep(wait)
             waited += wait
 
-    def _get_once(self, url: str, params: Params, path: str) -> Page:
+    def _get_once(self, url: str, params: Params, path: str, records_key: str) -> Page:
         self.budget.acquire()
         self.requests_sent += 1
         response = self.session.get(
@@ -179,12 +179,12 @@ class ClinikoAPI:
             body = msgspec.json.decode(response.content)
         except msgspec.DecodeError:
             raise RetryableResponse("response was not complete JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("patients"), list):
-            raise RetryableResponse("response JSON had no patients list")
+        if not isinstance(body, dict) or not isinstance(body.get(records_key), list):
+            raise RetryableResponse(f"response JSON had no {records_key} list")
         links = body.get("links") or {}
         total = body.get("total_entries")
         return Page(
-            patients=body["patients"],
+            patients=body[records_key],
             next_link=links.get("next") if isinstance(links, dict) else None,
             total_entries=total if isinstance(total, int) else None,
             server_time=cliniko.server_time(dict(response.headers)),
@@ -214,6 +214,8 @@ class ClinikoStream(RESTStream[Any]):
     #: What to filter on instead when Cliniko answers that a column is not searchable
     #: (None: read the whole route, which costs requests but loses nothing).
     fallbacks: ClassVar[dict[str, str | None]] = {}
+    #: Key of the records list in a page of this stream's route.
+    records_key: ClassVar[str] = "patients"
 
     @property
     def api(self) -> ClinikoAPI:
@@ -252,12 +254,14 @@ class ClinikoStream(RESTStream[Any]):
         instead = learned.get(column, column)
         return [cliniko.since_filter(instead, start)] if instead else []
 
-    def _scan(self, filters: list[str], context: Context | None) -> Iterator[dict[str, Any]]:
-        url = f"{self.url_base}{self.path}"
+    def _scan(
+        self, filters: list[str], context: Context | None, path: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        url = f"{self.url_base}{path or self.path}"
         params: Params = [("q[]", f) for f in filters]
         params += [("sort", "id"), ("per_page", str(self.config.get("per_page", 100)))]
         progress = _Progress(self.name)
-        pages = paging.scan(self.api.get_page, url, params)
+        pages = paging.scan(partial(self.api.get_page, records_key=self.records_key), url, params)
         try:
             first = next(pages)
         except NotSearchable:
@@ -275,7 +279,7 @@ class ClinikoStream(RESTStream[Any]):
                 instead or "no filter",
             )
             rest = [f"{instead}:{filters[0].split(':', 1)[1]}"] if instead else []
-            yield from self._scan(rest, context)
+            yield from self._scan(rest, context, path)
             return
         self._note_server_start(first, context)
         for page in itertools.chain([first], pages):

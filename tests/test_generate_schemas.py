@@ -62,7 +62,8 @@ def test_only_date_formats_are_kept_and_refs_are_followed() -> None:
         "format": "date-time",
     }
     assert convert({"type": "string", "format": "date"}, {})["format"] == "date"
-    for other in ("uri", "int64", "decimal", "ipv4"):
+    assert convert({"type": "string", "format": "decimal"}, {})["format"] == "decimal"
+    for other in ("uri", "int64", "uuid", "ipv4"):
         assert convert({"type": "string", "format": other}, {}) == NULL_STRING
 
 
