@@ -156,3 +156,19 @@ def test_redaction_blanks_free_text_and_keeps_what_a_clinic_counts_by() -> None:
         "notes": None,
         "starts_at": record["starts_at"],
     }
+
+
+def test_readme_lists_every_stream_with_its_kind() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in readme.splitlines()
+        if line.startswith("| `")
+    }
+    for name in STREAM_NAMES:
+        assert name in rows, f"README's stream table lacks {name}"
+    for collection in COLLECTIONS:
+        row = rows[collection.name]
+        assert ("full-table" in row) is (not collection.incremental), collection.name
+        assert ("opt-in" in row) is collection.clinical, collection.name
+        assert ("child of" in row) is bool(collection.parent), collection.name
