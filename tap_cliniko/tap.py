@@ -75,8 +75,8 @@ class TapCliniko(Tap):
         selected = {s.name for s in self.streams.values() if s.selected}
         if selected and selected <= self.forbidden_streams:
             raise ClinikoError(
-                "the API key's Cliniko user may read none of the selected streams (HTTP 403):"
-                " give that user access in its role, or use another user's key"
+                "HTTP 403 on every selected stream: the API key's Cliniko user lacks permission"
+                " to read them; give that user access in its role, or use another user's key"
             )
 
     @cached_property
