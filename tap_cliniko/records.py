@@ -132,6 +132,11 @@ def normalize_record(
         for name in dates.intersection(record):
             if record[name] == "":
                 record[name] = None
+    for name, value in record.items():
+        if name.endswith("_ids") and isinstance(value, list):  # older accounts: integer ids
+            record[name] = [
+                str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value
+            ]
     for column, link in links.items():
         if record.get(column) in (None, "") and (found := linked_id(raw.get(link))):
             record[column] = found

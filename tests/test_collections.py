@@ -118,6 +118,14 @@ def test_a_record_gets_link_id_columns_string_ids_and_null_dates() -> None:
         "patient": link("/patients/5"),
         "unknown_field": "dropped",
     }
+    bookings = schema("bookings")
+    group = {
+        "id": 7,
+        "patient_ids": [1, "836447129235883061"],
+        "updated_at": "2024-01-01T00:00:00Z",
+    }
+    cleaned = normalize_record(group, tuple(bookings["properties"]), frozenset(), {})
+    assert cleaned is not None and cleaned["patient_ids"] == ["1", "836447129235883061"]
     dates = frozenset(n for n, p in appointments["properties"].items() if "format" in p)
     record = normalize_record(raw, tuple(appointments["properties"]), dates, links)
     assert record is not None
