@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
+from tap_cliniko.sandbox.resources import RESOURCES, STORED
 
 
 def parse_args(argv: list[str] | None = None) -> SandboxConfig:
@@ -16,6 +17,12 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--patients", type=int, default=3000, help="synthetic patients to seed")
+    parser.add_argument(
+        "--collections",
+        type=float,
+        default=1.0,
+        help="size of the clinic around the patients (appointments, invoices, ...); 0: none",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--data-dir", type=Path, default=Path(".sandbox"))
     parser.add_argument("--behaviour", choices=["current", "legacy"], default="current")
@@ -54,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
         parser.error("--host must be a loopback address: this server is for local use only")
     return SandboxConfig(
         patients=args.patients,
+        collections=args.collections,
         seed=args.seed,
         data_dir=args.data_dir,
         behaviour=args.behaviour,
@@ -91,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     server.start()
+    store = server.store
+    rows = sum(store.count(r.name) for r in STORED)
     print(
-        f"cliniko-sandbox: serving {server.store.count()} patients at {server.base_url}", flush=True
+        f"cliniko-sandbox: serving {store.count():,} patients ({rows:,} rows in"
+        f" {len(RESOURCES)} collections) at {server.base_url}",
+        flush=True,
     )
     stop.wait()
     server.stop()

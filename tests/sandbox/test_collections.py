@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import requests
 import yaml
 
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
@@ -440,3 +441,63 @@ def test_pages_stay_consistent_with_id_keyset(account: tuple[SandboxServer, Clie
     assert all(a < b for a, b in itertools.pairwise(seen))
     total = client.get("/invoices", **{"q[]": "archived_at:*"}).json()["total_entries"]
     assert len(seen) == total
+
+
+def test_limits_and_faults_apply_to_every_collection(start: Any) -> None:
+    server, client = start(patients=20, seed=7, rate_limit_per_minute=4)
+    answers = [client.get(path) for path in ("/invoices", "/attendees", "/services", "/users")]
+    assert all(a.ok for a in answers)
+    limited = client.get("/businesses/1/practitioners")
+    assert limited.status_code == 429 and int(limited.headers["X-RateLimit-Reset"]) > 0
+    server, client = start(patients=20, seed=7)
+    server.faults.fail_next(1, status=503)
+    assert client.get("/invoice_items").status_code == 503
+    server.faults.midbody_drop_rate = 1.0
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        client.get("/individual_appointments", per_page=100)
+    server.faults.midbody_drop_rate = 0.0
+    server.faults.truncate_rate = 1.0
+    with pytest.raises(ValueError):
+        client.get("/invoices").json()
+
+
+def json_schema(spec: dict[str, Any], node: Any) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema (draft 4): $refs inlined, `nullable` as a null type.
+
+    A link object may also be null: a reference that is not set (an appointment with no case,
+    an invoice item with no product) is null on the wire, whatever the spec says.
+    """
+    if isinstance(node, list):
+        return [json_schema(spec, n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return json_schema(spec, spec["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]])
+    converted = {
+        k: json_schema(spec, v)
+        for k, v in node.items()
+        if k not in ("nullable", "example", "format", "pattern") and not k.startswith("x-")
+    }
+    is_link = node.get("type") == "object" and set(node.get("properties", {})) == {"links"}
+    if node.get("nullable") or is_link:
+        if "type" in converted:
+            converted["type"] = [converted["type"], "null"]
+        if "enum" in converted:
+            converted["enum"] = [*converted["enum"], None]
+    return converted
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_records_validate_against_the_spec_schema(
+    account: tuple[SandboxServer, Client], spec: dict[str, Any], name: str
+) -> None:
+    import jsonschema
+
+    _, client = account
+    content = spec["paths"][f"/{name}"]["get"]["responses"]["200"]["content"]
+    schema = json_schema(spec, content["application/json"]["schema"]["properties"][name]["items"])
+    validator = jsonschema.Draft4Validator(schema)
+    hidden = [f"{marker}:*" for marker in BY_NAME[name].hidden]
+    rows = client.get(f"/{name}", per_page=100, **{"q[]": hidden}).json()[name]
+    errors = [f"{list(e.path)}: {e.message[:120]}" for r in rows for e in validator.iter_errors(r)]
+    assert not errors, f"{name}: {errors[:5]}"

@@ -10,6 +10,8 @@ import requests
 
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
 
+COLLECTIONS = 0  # these tests need patients only
+
 BAD_SORT = {"message": "Sort parameter must be a valid column name"}
 
 
