@@ -164,9 +164,21 @@ class CollectionStream(SkipsForbidden):
             yield from self._numbered_pages(collection.path)
             return
         start = self.get_starting_timestamp(context) if collection.incremental else None
-        since = [cliniko.since_filter("updated_at", start)] if start else []
+        # Whether archiving or cancelling moves updated_at is not known (as for patients),
+        # so an incremental run also asks for rows archived or cancelled since the bookmark.
+        columns = ("updated_at", *(h.split(":", 1)[0] for h in collection.hidden))
+        passes = [[cliniko.since_filter(c, start)] for c in columns] if start else [[]]
+        seen: dict[str, tuple[Any, ...]] = {}
         for route in collection.routes:
-            yield from self._scan([*since, *collection.hidden], context, route)
+            for since in passes:
+                for raw in self._scan([*since, *collection.hidden], context, route):
+                    if len(passes) > 1:  # the same row found by two passes is sent once
+                        version = tuple(raw.get(c) for c in columns)
+                        key = patient_id(raw) or ""
+                        if seen.get(key) == version:
+                            continue
+                        seen[key] = version
+                    yield raw
         if collection.deleted_route:
             deleted_since = [cliniko.since_filter("deleted_at", start)] if start else []
             try:
