@@ -8,6 +8,7 @@ are mostly made in creation order, so ids mostly grow with created_at, as on rea
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -607,7 +608,8 @@ def _group_classes(
     if not patients:
         return
     count = max(3, round(len(patients) * scale / 12))
-    first = _parse(min(p["created_at"] for p in patients))
+    created = [p["created_at"] for p in patients]  # in creation order
+    first = _parse(created[0])
     plans = []
     for _ in range(count):
         booked = clinic.later(first, within_days=365 * 7)
@@ -615,7 +617,7 @@ def _group_classes(
     for serial, (booked, starts) in enumerate(sorted(plans, key=_first)):
         fields = _booking(clinic, setup, starts, group=True)
         kind = next(t for t in setup["types"] if t["id"] == fields["appointment_type_id"])
-        joined = [p for p in patients if p["created_at"] <= iso(booked)]
+        joined = patients[: bisect.bisect_right(created, iso(booked))]
         chosen = rng.sample(joined, min(len(joined), rng.randint(2, kind["max_attendees"])))
         group = clinic.add(
             "group_appointments",
