@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -681,6 +681,30 @@ class Store:
         if errors:
             raise ValidationFailed(errors)
 
+    def booking_fields(self, pick: int = 0) -> dict[str, Any]:
+        """Fields of a valid new individual appointment (for tests and the demo); pick varies it.
+
+        An active practitioner who offers the type at the business, and a live patient.
+        """
+        with self._lock:
+            practitioners = self._live("practitioners", "json_extract(data, '$.active') = 1")
+            patients = self._live("patients", "archived_at IS NULL")
+        if not practitioners or not patients:
+            raise KeyError("the account has no active practitioner or patient")
+        practitioner = practitioners[pick % len(practitioners)]
+        kinds = practitioner["appointment_type_ids"]
+        return {
+            "patient_id": patients[pick * 7919 % len(patients)]["id"],
+            "practitioner_id": practitioner["id"],
+            "business_id": practitioner["business_ids"][pick % len(practitioner["business_ids"])],
+            "appointment_type_id": kinds[pick % len(kinds)],
+            "starts_at": iso(
+                (self.clock() + timedelta(days=1 + pick % 30)).replace(
+                    hour=8 + pick % 9, minute=0, second=0
+                )
+            ),
+        }
+
     # Writing: the patient names the tests and the tap's property test call
 
     def create_patient(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -776,8 +800,6 @@ CANCELLATION_REASONS = {
 
 
 def _plus_minutes(moment: str, minutes: int) -> str:
-    from datetime import UTC, timedelta
-
     start = datetime.strptime(moment[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     return iso(start + timedelta(minutes=minutes))
 

@@ -168,8 +168,10 @@ def test_archive_and_cancel_switches_apply_to_every_collection(start: Any, touch
 
 def test_store_methods_write_as_the_api_does(start: Any) -> None:
     server, client = start(patients=20, seed=46)
-    fields = booking_fields(client)
+    fields = server.store.booking_fields(pick=3)
+    assert fields != server.store.booking_fields(pick=4)
     created = server.store.create("individual_appointments", fields)
+    assert created["starts_at"] > created["created_at"]
     assert listed(client, "individual_appointments", created["id"])
     server.store.update("individual_appointments", created["id"], {"did_not_arrive": True})
     assert listed(client, "individual_appointments", created["id"], "did_not_arrive:=true")
