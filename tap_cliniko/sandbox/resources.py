@@ -85,7 +85,12 @@ R = Resource
 APPOINTMENT = ("appointment_type_id", "business_id", "practitioner_id", "starts_at")
 
 RESOURCES: tuple[Resource, ...] = (
-    R("patients", hidden=ARCHIVED, variants=("archived", "deleted"), required=("first_name",)),
+    R(
+        "patients",
+        hidden=ARCHIVED,
+        variants=("archived", "deleted"),
+        required=("first_name", "last_name"),
+    ),
     R("appointment_types", hidden=ARCHIVED, variants=("archived",), deletion="archive"),
     R("appointment_type_billable_items", deletion="hard"),
     R("appointment_type_products", deletion="hard"),

@@ -665,8 +665,7 @@ class Store:
     @staticmethod
     def _validate(resource: Resource, fields: dict[str, Any], *, creating: bool) -> None:
         errors: dict[str, list[str]] = {}
-        required = ("first_name", "last_name") if resource.name == "patients" else resource.required
-        for name in required:
+        for name in resource.required:
             if (creating or name in fields) and not str(fields.get(name) or "").strip():
                 errors[name] = ["can't be blank"]
         email = fields.get("email")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -501,3 +502,17 @@ def test_records_validate_against_the_spec_schema(
     rows = client.get(f"/{name}", per_page=100, **{"q[]": hidden}).json()[name]
     errors = [f"{list(e.path)}: {e.message[:120]}" for r in rows for e in validator.iter_errors(r)]
     assert not errors, f"{name}: {errors[:5]}"
+
+
+def test_a_data_dir_of_an_older_layout_is_rebuilt(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    with sqlite3.connect(old / "cliniko.sqlite3") as db:
+        db.execute("CREATE TABLE patients (id INTEGER PRIMARY KEY, first_name TEXT)")
+        db.execute("INSERT INTO patients VALUES (1, 'Stale')")
+    config = SandboxConfig(patients=30, seed=8, api_key=KEY, data_dir=old, collections=0.2)
+    with SandboxServer(config) as server:
+        patients = Client(server).get("/patients").json()
+        assert patients["total_entries"] > 0
+        assert all(p["first_name"] != "Stale" for p in patients["patients"])
+        assert server.store.count("individual_appointments") > 0
