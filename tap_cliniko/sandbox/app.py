@@ -23,7 +23,7 @@ import msgspec
 from flask import Flask, Response, request
 
 from tap_cliniko.sandbox.faults import Faults
-from tap_cliniko.sandbox.resources import BY_NAME, LEGACY_VARIANTS, NESTED, RESOURCES, Nested
+from tap_cliniko.sandbox.resources import LEGACY_VARIANTS, NESTED, RESOURCES, Nested
 from tap_cliniko.sandbox.store import QueryError, Store, ValidationFailed
 
 USER_AGENT = re.compile(r"^\S.*\(\s*[^()\s@]+@[^()\s@]+\.[^()\s@]+\s*\)\s*$")
@@ -241,21 +241,21 @@ def create_app(
             links["previous"] = link_base + urlencode([*params, ("page", page - 1)])
         if page * per_page < total:
             links["next"] = link_base + urlencode([*params, ("page", page + 1)])
-        body = {
+        answer = {
             name: [store.render(r, base, listing=variant, name=name) for r in rows],
             "total_entries": total,
             "links": links,
         }
-        response = json_response(body)
+        response = json_response(answer)
         if faults.roll(faults.truncate_rate):
             data = response.get_data()
             response.set_data(data[: len(data) // 2])
         return response
 
     def get_one(name: str, record_id: int) -> Response:
-        record = store.get_live(record_id, name)
-        if record is None and store.behaviour == "legacy":
-            record = store.get(record_id, name) if not BY_NAME[name].computed else None
+        # 'legacy' still answers for a deleted row, as the older page's accounts did.
+        record = store.get(record_id, name) if store.behaviour == "legacy" else None
+        record = record or store.get_live(record_id, name)
         if record is None:
             return message("Not found", 404)
         return json_response(store.render(record, base_url(), name=name))
@@ -264,41 +264,46 @@ def create_app(
         data = request.get_json(silent=True)
         return data if isinstance(data, dict) else {}
 
-    def write(action: Callable[[], Any], status: int = 200) -> Response:
-        """Run one write; 422 with the errors, 404 for an unknown or deleted row."""
+    def write(action: Callable[[], Any], name: str, record_id: int | None = None) -> Response:
+        """Run one write; answer the row, or 204 when record_id is None, 201 when it is 0 (new).
+
+        422 with the errors of a refused write, 404 for an unknown or deleted row.
+        """
         try:
             result = action()
         except ValidationFailed as exc:
             return json_response({"message": "Validation Failed", "errors": exc.errors}, 422)
         except KeyError:
             return message("Not found", 404)
-        if status == 204:
+        if record_id is None:
             return Response(status=204)
-        return json_response(result, status)
-
-    def create(name: str) -> Response:
-        response = write(lambda: store.create(name, body()), 201)
-        if response.status_code == 201:
-            response.headers["Location"] = f"{base_url()}/{name}/{response.get_json()['id']}"
+        created = record_id == 0
+        row_id = int(result["id"]) if created else record_id
+        response = json_response(
+            store.render(store.get(row_id, name) or {}, base_url(), name=name),
+            201 if created else 200,
+        )
+        if created:
+            response.headers["Location"] = f"{base_url()}/{name}/{row_id}"
         return response
 
-    def rendered(name: str, record_id: int) -> dict[str, Any]:
-        return store.render(store.get(record_id, name) or {}, base_url(), name=name)
+    def create(name: str) -> Response:
+        return write(lambda: store.create(name, body()), name, 0)
 
     def update(name: str, record_id: int) -> Response:
-        return write(lambda: (store.update(name, record_id, body()), rendered(name, record_id))[1])
+        return write(lambda: store.update(name, record_id, body()), name, record_id)
 
     def delete(name: str, record_id: int) -> Response:
-        return write(lambda: store.delete(name, record_id), 204)
+        return write(lambda: store.delete(name, record_id), name)
 
     def archive(name: str, record_id: int) -> Response:
-        return write(lambda: store.archive(name, record_id), 204)
+        return write(lambda: store.archive(name, record_id), name)
 
     def unarchive(name: str, record_id: int) -> Response:
-        return write(lambda: (store.unarchive(name, record_id), rendered(name, record_id))[1])
+        return write(lambda: store.unarchive(name, record_id), name, record_id)
 
     def cancel(name: str, record_id: int) -> Response:
-        return write(lambda: (store.cancel(name, record_id, body()), rendered(name, record_id))[1])
+        return write(lambda: store.cancel(name, record_id, body()), name, record_id)
 
     for resource in RESOURCES:
         name = resource.name
