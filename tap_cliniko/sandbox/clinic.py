@@ -85,6 +85,7 @@ RELATIONS = [
     (60, "Relative"),
     (70, "Other"),
 ]
+SERIES_FIELDS = ("appointment_type_id", "business_id", "practitioner_id", "notes", "telehealth_url")
 MESSAGE_TYPES = ["Email", "Other", "Phone call", "SMS"]
 ALERTS = ["Allergic to latex", "Pacemaker", "Type 1 diabetes", "Anticoagulants", "Epilepsy"]
 CANCELLATION = [(10, "Feeling Better"), (30, "Sick"), (40, "Away"), (50, "Other"), (60, "Work")]
@@ -520,7 +521,8 @@ def _appointments(
 ) -> None:
     """Individual appointments and their attendees: a few per patient, over the years."""
     rng, now = clinic.rng, clinic.now
-    planned: list[tuple[datetime, Record, datetime]] = []
+    # (booked, patient, starts, series, repeat): a weekly series is booked at once.
+    planned: list[tuple[datetime, Record, datetime, int, int]] = []
     for patient in patients:
         joined = _parse(patient["created_at"])
         count = round(rng.choice([0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 8, 12]) * scale)
@@ -529,11 +531,30 @@ def _appointments(
             starts = booked + timedelta(
                 days=rng.choice([1, 2, 3, 7, 7, 14, 21]), hours=rng.randint(0, 9)
             )
-            if starts > now + timedelta(days=60):
-                continue
-            planned.append((booked, patient, starts))
-    for booked, patient, starts in sorted(planned, key=_first):
-        fields = _booking(clinic, setup, starts, group=False)
+            repeats = rng.choice([3, 4, 6]) if rng.random() < 0.04 else 1
+            series = len(planned)
+            for repeat in range(repeats):
+                later = starts + timedelta(days=7 * repeat)
+                if later <= now + timedelta(days=60):
+                    planned.append((booked, patient, later, series, repeat))
+    heads: dict[int, Record] = {}
+    for booked, patient, starts, series, repeat in sorted(planned, key=_first):
+        if repeat:  # the same booking as the series' first, a week later each time
+            head = heads[series]
+            fields = {k: head[k] for k in SERIES_FIELDS}
+            fields.update(
+                starts_at=iso(starts),
+                ends_at=iso(starts + (_parse(head["ends_at"]) - _parse(head["starts_at"]))),
+                repeated_from_id=head["id"],
+            )
+        else:
+            fields = _booking(clinic, setup, starts, group=False)
+        if any(p[3] == series and p[4] for p in planned[series : series + 6]):
+            fields["repeat_rule"] = {
+                "repeat_type": "Weekly",
+                "repeating_interval": 1,
+                "number_of_repeats": sum(1 for p in planned[series : series + 6] if p[3] == series),
+            }
         past = starts < now
         arrived = past and rng.random() < 0.9
         fields.update(
@@ -555,6 +576,8 @@ def _appointments(
         )
         updated = clinic.later(booked, within_days=max(1.0, (starts - booked).days + 2))
         appointment = clinic.add("individual_appointments", booked, updated=updated, **fields)
+        if not repeat:
+            heads[series] = appointment
         attendee = clinic.add(
             "attendees",
             booked,

@@ -143,7 +143,7 @@ def test_references_point_at_rows_that_exist(account: tuple[SandboxServer, Clien
 
 
 def test_the_clinic_is_realistic(account: tuple[SandboxServer, Client]) -> None:
-    server, _ = account
+    server, client = account
     appointments = server.store.snapshot("individual_appointments")
     statuses = [entry["status"] for entry in appointments.values()]
     patients = len(server.store.snapshot())
@@ -153,6 +153,12 @@ def test_the_clinic_is_realistic(account: tuple[SandboxServer, Client]) -> None:
     records = [e["record"] for e in appointments.values()]
     assert any(r["did_not_arrive"] for r in records)
     assert any(r["cancellation_reason_description"] for r in records)
+    repeats = [r for r in records if r["repeated_from"]]
+    assert repeats and all(r["repeat_rule"]["repeat_type"] == "Weekly" for r in repeats)
+    head = repeats[0]["repeated_from"]["links"]["self"].rsplit("/", 1)[1]
+    every = ["archived_at:*", "cancelled_at:*", f"repeated_from_id:={head}"]
+    series = client.get("/individual_appointments", **{"q[]": every})
+    assert series.json()["total_entries"] >= 1
     attendees = server.store.snapshot("attendees")
     assert len(attendees) > len(appointments), "individual and group attendees"
     invoices = [e["record"] for e in server.store.snapshot("invoices").values()]
