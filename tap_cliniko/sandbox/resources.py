@@ -7,7 +7,7 @@ are removed, and the nested routes that carry a relation no top-level list has.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -49,7 +49,6 @@ class Resource:
     computed: bool = False
     #: The union of these collections' rows (bookings).
     union: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def spec(self) -> dict[str, Any]:

@@ -95,3 +95,26 @@ def test_midbody_drop_sends_part_of_the_body_then_closes(start: Any) -> None:
     assert 0 < len(received) < promised
     server.faults.midbody_drop_rate = 0.0
     assert client.get("/patients", per_page=100).ok
+
+
+def test_the_command_line_sets_every_switch() -> None:
+    from tap_cliniko.sandbox.cli import parse_args
+
+    config = parse_args(
+        [
+            "--collections",
+            "0.5",
+            "--no-variant-routes",
+            "--sort-mode",
+            "refused",
+            "--no-unarchive-touches-updated-at",
+            "--midbody-drop-rate",
+            "0.1",
+        ]
+    )
+    assert config.collections == 0.5 and config.variant_routes is False
+    assert config.sort_mode == "refused" and config.unarchive_touches_updated_at is False
+    assert config.midbody_drop_rate == 0.1
+    defaults = parse_args([])
+    assert defaults.variant_routes and defaults.sort_mode == "honoured"
+    assert defaults.collections == 1.0 and defaults.midbody_drop_rate == 0.0
