@@ -41,6 +41,8 @@ class SandboxConfig:
     cancel_touches_updated_at: bool = True
     variant_routes: bool = True  # False: the legacy /…/archived, /…/deleted lists answer 404
     sort_mode: str = "honoured"  # or "ignored" / "refused": what the server does with sort=id
+    #: Collections the key's user may not read: their routes answer 403 (nested ones too).
+    forbidden: tuple[str, ...] = ()
     clock_offset_seconds: float = 0.0
     latency_ms: float = 0.0
     error_rate: float = 0.0
@@ -104,6 +106,7 @@ class SandboxServer:
         )
         self.requests: list[RequestRecord] = []
         self.before_list_page: Any = None
+        self.forbidden: set[str] = set(config.forbidden)  # change it while the server runs
         app = create_app(
             self.store,
             api_key=config.api_key,
@@ -115,6 +118,7 @@ class SandboxServer:
             requests_log=self.requests,
             hook=lambda: self.before_list_page,
             variant_routes=config.variant_routes,
+            forbidden=self.forbidden,
         )
         self._server: BaseWSGIServer = make_server(
             config.host, config.port, app, threaded=True, request_handler=_QuietHandler

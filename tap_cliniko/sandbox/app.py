@@ -99,6 +99,7 @@ def create_app(
     requests_log: list[RequestRecord],
     hook: Callable[[], Callable[[str, Any], None] | None],
     variant_routes: bool = True,
+    forbidden: set[str] | None = None,
 ) -> Flask:
     """The Flask app of one local Cliniko account."""
     app = Flask("cliniko-sandbox")
@@ -135,6 +136,8 @@ def create_app(
             return message("Injected failure.", forced, _retry_headers(forced))
         if (allowed_at := limiter.admit(key)) is not None:
             return _too_many(allowed_at, rate_limit_header)
+        if forbidden and (request.view_args or {}).get("name") in forbidden:
+            return message("You do not have permission to access this resource.", 403)
         if request.method == "GET":
             if faults.roll(faults.error_rate):
                 return message("Injected server error.", faults.pick_error())

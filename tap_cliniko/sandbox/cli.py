@@ -49,6 +49,13 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     parser.add_argument(
         "--sort-mode", choices=["honoured", "ignored", "refused"], default="honoured"
     )
+    parser.add_argument(
+        "--forbidden",
+        action="append",
+        default=[],
+        metavar="COLLECTION",
+        help="a collection the key may not read (403); repeatable",
+    )
     parser.add_argument("--clock-offset-seconds", type=float, default=0.0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
@@ -73,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
         unarchive_touches_updated_at=args.unarchive_touches_updated_at,
         variant_routes=args.variant_routes,
         sort_mode=args.sort_mode,
+        forbidden=tuple(args.forbidden),
         clock_offset_seconds=args.clock_offset_seconds,
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
