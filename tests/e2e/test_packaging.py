@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tap_cliniko.resources import BY_NAME
+from tap_cliniko.streams import STREAM_NAMES
 from tests.conftest import SANDBOX_KEY, USER_AGENT
 from tests.e2e.conftest import ROOT, make_venv
 
@@ -26,7 +28,7 @@ def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path:
     assert "api_key" in json.loads(about.stdout)["settings"]["properties"]
     discover = subprocess.run([tap, "--discover"], capture_output=True, check=True, cwd=tmp_path)
     streams = {s["tap_stream_id"] for s in json.loads(discover.stdout)["streams"]}
-    assert streams == {"patients", "archived_patients", "deleted_patients"}
+    assert streams == set(STREAM_NAMES)  # every stream's schema is in the wheel
     with sandbox(patients=50, seed=71) as server:
         config = tmp_path / "config.json"
         config.write_text(
@@ -38,8 +40,11 @@ def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path:
         snapshot = server.store.snapshot()
     assert sync.returncode == 0, sync.stderr.decode()[-2000:]
     records = [json.loads(line) for line in sync.stdout.decode().splitlines()]
-    ids = {m["record"]["id"] for m in records if m["type"] == "RECORD"}
+    patients = ("patients", "archived_patients", "deleted_patients")
+    ids = {m["record"]["id"] for m in records if m["type"] == "RECORD" and m["stream"] in patients}
     assert ids == set(snapshot)
+    synced = {m["stream"] for m in records if m["type"] == "RECORD"}
+    assert synced == {n for n in STREAM_NAMES if not (n in BY_NAME and BY_NAME[n].clinical)}
 
 
 def test_meltano_run_into_target_jsonl_offline(sandbox: Any, tmp_path: Path) -> None:
@@ -71,3 +76,6 @@ def test_meltano_run_into_target_jsonl_offline(sandbox: Any, tmp_path: Path) -> 
         for line in (out / f"{stream}.jsonl").read_text().splitlines():
             loaded.add(json.loads(line)["id"])
     assert loaded == set(snapshot)
+    # meltano.yml's select leaves the clinical streams out; everything else is loaded.
+    files = {path.stem for path in out.glob("*.jsonl")}
+    assert files == {n for n in STREAM_NAMES if not (n in BY_NAME and BY_NAME[n].clinical)}
