@@ -261,3 +261,18 @@ def test_privacy_redaction_blanks_rows_naming_a_patient_it_applies_to(
     # Counts are unchanged: redaction blanks, it never drops a row.
     for stream in streams:
         assert len(result.records[stream]) == len(unredacted.records[stream])
+
+
+def test_without_the_older_deleted_routes_the_sync_completes_with_one_warning_each(
+    sandbox: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with_deleted = [c.name for c in COLLECTIONS if c.deleted_route]
+    with sandbox(patients=20, seed=4, variant_routes=False) as server:
+        result = run_tap(tap_config(server.base_url), streams=with_deleted)
+        snapshots = {name: server.store.snapshot(name) for name in with_deleted}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for name in with_deleted:
+        collection = BY_NAME[name]
+        assert sum(str(collection.deleted_route) in w for w in warned) == 1, name
+        live = {k for k, row in snapshots[name].items() if row["status"] != "deleted"}
+        assert {r["id"] for r in result.records[name]} == live, name
