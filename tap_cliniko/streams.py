@@ -146,6 +146,12 @@ class CollectionStream(SkipsForbidden):
 
     collection: ClassVar[Collection]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.collection.incremental and self.forced_replication_method is None:
+            # Said in the catalog too, so a reader of it sees which streams reload in full.
+            self.forced_replication_method = "FULL_TABLE"
+
     @property
     @override
     def emit_activate_version_messages(self) -> bool:

@@ -83,6 +83,8 @@ def test_stream_classes_carry_keys_replication_and_default_selection() -> None:
         assert root["selected-by-default"] is (not collection.clinical), collection.name
         assert tuple(entry["key_properties"]) == collection.key
         assert entry.get("replication_key") == ("updated_at" if collection.incremental else None)
+        full = root.get("forced-replication-method") == "FULL_TABLE"
+        assert full is (not collection.incremental), collection.name
         stream = tap.streams[collection.name]
         assert stream.selected is (not collection.clinical)
         assert stream.emit_activate_version_messages is (not collection.incremental)
