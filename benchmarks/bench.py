@@ -78,7 +78,9 @@ def dataset(n: int) -> Path:
     source = DATA / str(n)
     if not (source / "cliniko.sqlite3").exists():
         source.mkdir(parents=True, exist_ok=True)
-        SandboxServer(SandboxConfig(patients=n, seed=7, data_dir=source, api_key=KEY)).stop()
+        SandboxServer(
+            SandboxConfig(patients=n, collections=0, seed=7, data_dir=source, api_key=KEY)
+        ).stop()
     work = Path(tempfile.mkdtemp(prefix=f"bench-{n}-"))
     shutil.copy(source / "cliniko.sqlite3", work / "cliniko.sqlite3")
     return work
@@ -95,12 +97,28 @@ def dlt_python() -> Path:
     return python
 
 
+def patient_catalog(config: dict[str, Any]) -> dict[str, Any]:
+    """The tap's catalog with only the three patient streams selected (what the others read)."""
+    from tap_cliniko.tap import TapCliniko
+
+    catalog = TapCliniko(config=config).catalog_dict
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            if metadata["breadcrumb"] == []:
+                metadata["metadata"]["selected"] = entry["tap_stream_id"].endswith("patients")
+    return catalog
+
+
 def command(contender: str, base_url: str, config_file: Path, state_file: Path | None) -> list[str]:
-    """The command line of one contender."""
+    """The command line of one contender (the tap reads the patient streams, as the others)."""
     if contender == "dlt":
         return [str(dlt_python()), str(HERE / "dlt_baseline.py"), base_url, KEY]
     if contender == "tap":
         args = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
+        catalog_file = config_file.with_name("catalog.json")
+        config = json.loads(config_file.read_text())
+        catalog_file.write_text(json.dumps(patient_catalog(config)))
+        args += ["--catalog", str(catalog_file)]
     else:
         args = [sys.executable, str(HERE / "sdk_default_tap.py")]
     args += ["--config", str(config_file)]
@@ -178,6 +196,7 @@ def run_once(
 ) -> tuple[Run, dict[str, Any] | None]:
     config = SandboxConfig(
         patients=n,
+        collections=0,
         seed=7,
         data_dir=data_dir,
         api_key=KEY,
@@ -426,11 +445,97 @@ def plot(runs: list[Run], sizes: list[int]) -> None:
     figure.savefig(HERE / "wall_time.png", dpi=110)
 
 
+def stream_of(path: str) -> str:
+    """The stream a request path belongs to (/v1/invoices/deleted -> invoices, ...)."""
+    parts = path.removeprefix("/v1/").split("/")
+    if parts[0] == "patients" and len(parts) > 1:
+        return f"{parts[1]}_patients"
+    if len(parts) >= 3 and parts[2] == "practitioners":
+        return {"businesses": "business_practitioners"}.get(
+            parts[0], f"{parts[0][:-1]}_practitioners"
+        )
+    return parts[0]
+
+
+def whole_account(patients: int, latency_ms: float) -> str:
+    """Every default stream of a whole synthetic account through the tap's 190/min budget.
+
+    Reports the requests per stream, the floor (one request per route visited, or one per
+    100 rows when more), and the wall time against the rate-limit bound of that floor.
+    """
+    work = Path(tempfile.mkdtemp(prefix="bench-whole-"))
+    config = SandboxConfig(
+        patients=patients,
+        seed=7,
+        data_dir=work,
+        api_key=KEY,
+        latency_ms=latency_ms,
+        rate_limit_per_minute=CLINIKO_PER_MINUTE,
+        rate_limit_header="both",
+    )
+    with SandboxServer(config) as server:
+        config_file = work / "config.json"
+        config_file.write_text(
+            json.dumps({"api_key": KEY, "user_agent": USER_AGENT, "base_url": server.base_url})
+        )
+        out_path = work / "out.jsonl"
+        server.requests.clear()
+        args = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
+        wall, cpu, rss, code, _ = measure([*args, "--config", str(config_file)], out_path)
+        requests: Counter[str] = Counter(stream_of(r.path) for r in server.requests)
+        routes: dict[str, set[str]] = {}
+        for r in server.requests:
+            routes.setdefault(stream_of(r.path), set()).add(r.path)
+        throttled = sum(1 for r in server.requests if r.status == 429)
+    records: Counter[str] = Counter()
+    with out_path.open() as handle:
+        for line in handle:
+            if line.startswith('{"type":"RECORD"'):
+                records[json.loads(line)["stream"]] += 1
+    floor = {s: max(len(routes.get(s, ())), math.ceil(records[s] / 100)) for s in requests}
+    bound = sum(floor.values()) / CLINIKO_PER_MINUTE * 60
+    lines = [
+        f"## Whole account: {patients:,} patients, every default stream, {latency_ms:.0f} ms",
+        "",
+        f"Exit {code}; {sum(records.values()):,} records in {wall:.1f} s wall, {cpu:.1f} s CPU,"
+        f" peak RSS {rss:.0f} MB; {sum(requests.values())} requests ({throttled} answered 429)"
+        f" against a floor of {sum(floor.values())}: the rate-limit bound of the floor is"
+        f" {bound:.1f} s, so wall / bound = {wall / bound:.2f}.",
+        "",
+        "| stream | records | requests | floor |",
+        "|---|---:|---:|---:|",
+    ]
+    for stream in sorted(requests):
+        lines.append(f"| `{stream}` | {records[stream]:,} | {requests[stream]} | {floor[stream]} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="N = 1,000 and 10,000 only")
     parser.add_argument("--sizes", help="comma-separated N values")
+    parser.add_argument(
+        "--whole-account",
+        type=int,
+        metavar="N",
+        help="only the whole-account scenario with N patients (writes WHOLE_ACCOUNT.md)",
+    )
     args = parser.parse_args()
+    if args.whole_account:
+        text = "# Whole-account benchmark (python3 dev.py bench --whole-account N)\n\n"
+        text += f"Machine: {machine()}\n\n"
+        text += (
+            "The floor is the fewest requests the run could make (one per route visited, or one"
+            " per 100 rows); its bound is the floor at Cliniko's 200 requests per minute. The"
+            " tap's budget (190 in any rolling minute) lets the first minute go faster, so a"
+            " sync of a few hundred requests can finish under the bound. Requests of a child"
+            " stream listing its parents count under the parent's name.\n\n"
+        )
+        for latency in (0, 300):
+            text += whole_account(args.whole_account, latency) + "\n"
+        (HERE / "WHOLE_ACCOUNT.md").write_text(text)
+        print(text)
+        return 0
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -132,7 +132,7 @@ class ClinikoAPI:
         self._connected = False
         self._on_first_answer = on_first_answer
 
-    def get_page(self, url: str, params: Params) -> Page:
+    def get_page(self, url: str, params: Params, records_key: str = "patients") -> Page:
         """GET one list page, waiting and retrying as Cliniko's answer asks.
 
         The retry budget is the time elapsed since the first attempt, waits and slow
@@ -150,7 +150,7 @@ class ClinikoAPI:
             attempt += 1
             unreachable = False
             try:
-                page = self._get_once(url, params, path)
+                page = self._get_once(url, params, path, records_key)
                 if not self._connected:
                     self._connected = True
                     if self._on_first_answer:
@@ -187,7 +187,7 @@ class ClinikoAPI:
             )
             self._sleep(wait)
 
-    def _get_once(self, url: str, params: Params, path: str) -> Page:
+    def _get_once(self, url: str, params: Params, path: str, records_key: str) -> Page:
         self.budget.acquire()
         response = self.session.get(
             url, params=params, auth=self._auth, timeout=self.timeout, allow_redirects=False
@@ -209,12 +209,12 @@ class ClinikoAPI:
             body = msgspec.json.decode(response.content)
         except msgspec.DecodeError:
             raise RetryableResponse("response was not complete JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("patients"), list):
-            raise RetryableResponse("response JSON had no patients list")
+        if not isinstance(body, dict) or not isinstance(body.get(records_key), list):
+            raise RetryableResponse(f"response JSON had no {records_key} list")
         links = body.get("links") or {}
         total = body.get("total_entries")
         return Page(
-            patients=body["patients"],
+            patients=body[records_key],
             next_link=links.get("next") if isinstance(links, dict) else None,
             total_entries=total if isinstance(total, int) else None,
             server_time=cliniko.server_time(response.headers),
@@ -264,6 +264,8 @@ class ClinikoStream(RESTStream[Any]):
     route_fallback: ClassVar[tuple[str, str] | None] = None
     #: Rows never leave this list, so links.next as given is safe when sort=id is not.
     append_only: ClassVar[bool] = False
+    #: Key of the records list in a page of this stream's route.
+    records_key: ClassVar[str] = "patients"
 
     @property
     def api(self) -> ClinikoAPI:
@@ -281,21 +283,30 @@ class ClinikoStream(RESTStream[Any]):
         # lookback, set in _note_server_start: the local clock may run ahead of Cliniko's.
         return None
 
-    @override
-    def request_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
+    def window_start(self, context: Context | None) -> tuple[datetime | None, bool]:
+        """Where this run reads from, and whether it is the periodic whole read.
+
+        A whole read (none yet, or the last older than full_reread_days) starts at
+        start_date and forgets what was learned about the account, to check it again.
+        """
         state = self.get_context_state(context)
         if LAST_FULL_READ not in state and state.get("replication_key_value"):
             # State from before periodic full reads: its clock starts at the bookmark.
             state[LAST_FULL_READ] = state["replication_key_value"]
-        full_read = _full_read_due(state, self.config.get("full_reread_days", 7))
-        if full_read:
-            # A whole read: nothing an incremental run could miss survives it, and every
-            # learned fallback is checked again.
-            for key in (LEARNED_FALLBACKS, PAGING_MODE, ROUTE):
-                state.pop(key, None)
-            start = cliniko.parse_time(self.config.get("start_date"))
-        else:
-            start = self.get_starting_timestamp(context)
+        if not _full_read_due(state, self.config.get("full_reread_days", 7)):
+            return self.get_starting_timestamp(context), False
+        for key in (LEARNED_FALLBACKS, PAGING_MODE, ROUTE):
+            state.pop(key, None)
+        return cliniko.parse_time(self.config.get("start_date")), True
+
+    def whole_read_done(self, context: Context | None) -> None:
+        """Note in state that a whole read completed (on Cliniko's clock when known)."""
+        moment = getattr(self, "_server_start", None) or datetime.now(UTC)
+        self.get_context_state(context)[LAST_FULL_READ] = cliniko.format_time(moment)
+
+    @override
+    def request_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
+        start, full_read = self.window_start(context)
         passes = [self._since(f, start, context) for f in self.since_fields] if start else [[]]
         emitted: dict[str, tuple[Any, ...]] = {}
         self._route_missing = False
@@ -311,8 +322,7 @@ class ClinikoStream(RESTStream[Any]):
             if self._route_missing:
                 break
         if full_read:
-            moment = getattr(self, "_server_start", None) or datetime.now(UTC)
-            state[LAST_FULL_READ] = cliniko.format_time(moment)
+            self.whole_read_done(context)
 
     def _since(self, column: str, start: datetime, context: Context | None) -> list[str]:
         """The filter selecting rows changed since start, as far as this account allows."""
@@ -320,25 +330,32 @@ class ClinikoStream(RESTStream[Any]):
         instead = learned.get(column, column)
         return [cliniko.since_filter(instead, start)] if instead else []
 
-    def _scan(self, filters: list[str], context: Context | None) -> Iterator[dict[str, Any]]:
-        """The rows of this stream's list matching filters, by the best paging mode that works."""
+    def _scan(
+        self, filters: list[str], context: Context | None, path: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The rows of a list matching filters, by the best paging mode that works.
+
+        path: another route of this stream (its own path by default). Only the stream's own
+        path has a learned fallback route; a 404 on another is the caller's to handle.
+        """
         state = self.get_context_state(context)
-        path, extra = self.path, []
-        if state.get(ROUTE) == "fallback" and self.route_fallback:
-            path, hidden = self.route_fallback
+        route, extra = path or self.path, []
+        if path is None and state.get(ROUTE) == "fallback" and self.route_fallback:
+            route, hidden = self.route_fallback
             extra = [hidden]
-        elif state.get(ROUTE) == "missing":
+        elif path is None and state.get(ROUTE) == "missing":
             self._say_route_missing()
             return
-        url = f"{self.url_base}{path}"
+        url = f"{self.url_base}{route}"
         params: Params = [("q[]", f) for f in [*extra, *filters]]
         params += [("sort", "id"), ("per_page", str(self.config.get("per_page", 100)))]
         mode = state.get(PAGING_MODE, paging.ID_MODE)
         progress = _Progress(self.name)
+        fetch = partial(self.api.get_page, records_key=self.records_key)
         if mode == paging.ID_MODE:
-            pages = paging.scan(self.api.get_page, url, params)
+            pages = paging.scan(fetch, url, params)
         else:
-            pages = paging.SCANS[mode](self.api.get_page, url, params)
+            pages = paging.SCANS[mode](fetch, url, params)
         try:
             first = next(pages)
             self._note_server_start(first, context)
@@ -347,7 +364,7 @@ class ClinikoStream(RESTStream[Any]):
                 progress.page(len(page.patients), page.total_entries)
         except NotSearchable:
             instead = self._learn_filter(filters, context)
-            yield from self._scan(instead, context)
+            yield from self._scan(instead, context, path)
         except (paging.OutOfOrder, cliniko.SortRefused) as exc:
             if mode != paging.ID_MODE:
                 raise
@@ -359,9 +376,9 @@ class ClinikoStream(RESTStream[Any]):
                 "refused" if isinstance(exc, cliniko.SortRefused) else "ignored",
                 state[PAGING_MODE],
             )
-            yield from self._scan(filters, context)
+            yield from self._scan(filters, context, path)
         except cliniko.RouteNotFound:
-            if ROUTE in state:
+            if path is not None or ROUTE in state:
                 raise
             state[ROUTE] = "fallback" if self.route_fallback else "missing"
             if self.route_fallback:

@@ -23,6 +23,10 @@ class ClinikoError(Exception):
     """A failure the user can act on, carried as one line with no secret and no record data."""
 
 
+class Forbidden(ClinikoError):
+    """HTTP 403: the API key's user may not read this list (a role permission)."""
+
+
 def shard_from_key(api_key: str) -> str:
     """Return the shard named by the suffix after the key's last '-' (no suffix: au1)."""
     if "-" not in api_key:
@@ -163,12 +167,12 @@ def status_error(status: int, path: str, message: str | None = None) -> ClinikoE
         400: "Cliniko refused the request as malformed (an unsupported filter or parameter)",
         401: "Cliniko refused the API key: it is wrong, revoked, or belongs to another shard"
         " (check the key's suffix, or base_url)",
-        403: "the API key's user lacks permission to read this list: give that Cliniko user"
-        " access to it, or use another user's key",
+        403: "the API key's user lacks permission to read it: give that Cliniko user"
+        " access in its role, or use another user's key",
         404: "the path does not exist: check base_url (it should end in /v1)",
     }
     cause = causes.get(status, "Cliniko answered with an unexpected status")
-    error = RouteNotFound if status == 404 else ClinikoError
+    error = {403: Forbidden, 404: RouteNotFound}.get(status, ClinikoError)
     return error(f"HTTP {status} from GET {path}: {cause}")
 
 

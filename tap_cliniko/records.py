@@ -6,7 +6,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-LINK_ID = re.compile(r"/patients/(\d+)/?$")
+# A link to one record, e.g. .../v1/individual_appointments/123: the id is its last segment.
+LINK_ID = re.compile(r"/[a-z_]+/(\d+)/?$")
+PATIENT_LINK = re.compile(r"/patients/(\d+)/?$")
 
 PRIVACY_MODES = ("off", "rejected", "rejected_or_unanswered")
 
@@ -35,7 +37,7 @@ def date_fields(schema: Mapping[str, Any]) -> frozenset[str]:
 
 
 def patient_id(raw: Mapping[str, Any]) -> str | None:
-    """The patient's id as a string of digits, from `id` or else from `links.self`."""
+    """The record's id as a string of digits, from `id` or else from `links.self`."""
     value = raw.get("id")
     if isinstance(value, bool):
         return None
@@ -93,3 +95,91 @@ def drop_nulls_outside(record: dict[str, Any], properties: Iterable[str]) -> dic
     """
     known = set(properties)
     return {k: v for k, v in record.items() if v is not None or k in known}
+
+
+def linked_id(value: Any, pattern: re.Pattern[str] = LINK_ID) -> str | None:
+    """The id in a link object (`{"links": {"self": ".../practitioners/12"}}`), or None."""
+    link = ((value or {}).get("links") or {}).get("self") if isinstance(value, dict) else None
+    if isinstance(link, str) and (match := pattern.search(link.split("?", 1)[0])):
+        return match.group(1)
+    return None
+
+
+def is_link_object(prop: Mapping[str, Any]) -> bool:
+    """Tell whether a schema property is a link object (`{"links": {"self": ...}}`)."""
+    return set(prop.get("properties", {})) == {"links"}
+
+
+def link_id_fields(schema: Mapping[str, Any]) -> dict[str, str]:
+    """Columns filled from a link: `practitioner_id` -> `practitioner`, as the schema has them."""
+    properties = schema.get("properties", {})
+    return {
+        f"{name}_id": name
+        for name, prop in properties.items()
+        if is_link_object(prop) and f"{name}_id" in properties
+    }
+
+
+def normalize_record(
+    raw: Mapping[str, Any],
+    properties: Iterable[str],
+    dates: frozenset[str],
+    links: Mapping[str, str],
+    *,
+    has_id: bool = True,
+) -> dict[str, Any] | None:
+    """Clean one API record of any collection, as normalize_patient does for patients.
+
+    Also fills each `<link>_id` column from its link object when the API sent no value.
+    Returns None when a collection with ids gives a row without one.
+    """
+    if has_id:
+        record = normalize_patient(raw, properties, dates)
+        if record is None:
+            return None
+    else:
+        record = {name: raw[name] for name in properties if name in raw}
+        for name in dates.intersection(record):
+            if record[name] == "":
+                record[name] = None
+    for name, value in record.items():
+        if name.endswith("_ids") and isinstance(value, list):  # older accounts: integer ids
+            record[name] = [
+                str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value
+            ]
+    for column, link in links.items():
+        if record.get(column) in (None, "") and (found := linked_id(raw.get(link))):
+            record[column] = found
+        elif isinstance(record.get(column), int) and not isinstance(record[column], bool):
+            record[column] = str(record[column])
+    return record
+
+
+def patients_named(record: Mapping[str, Any], fields: Iterable[str]) -> list[str]:
+    """Ids of the patients the record's link fields point at (links to other records ignored)."""
+    return [found for name in fields if (found := linked_id(record.get(name), PATIENT_LINK))]
+
+
+def personal_fields(schema: Mapping[str, Any]) -> frozenset[str]:
+    """Fields of a non-patient stream blanked for a patient whose consent asks for it.
+
+    Free text and structured content (notes, names, bodies, answers, addresses) go; what a
+    clinic counts by stays: ids, link objects, dates and times, numbers and yes/no flags.
+    """
+    blanked = set()
+    for name, prop in schema.get("properties", {}).items():
+        types = prop.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if name in KEPT_WHEN_REDACTED or name.endswith("_id") or is_link_object(prop):
+            continue
+        if "array" in types and is_link_object(prop.get("items", {})):
+            continue
+        if "format" in prop or not ({"string", "object", "array"} & set(types)):
+            continue
+        blanked.add(name)
+    return frozenset(blanked)
+
+
+def redact_fields(record: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    """The record with the given fields blanked (set to null)."""
+    return {name: (None if name in fields else value) for name, value in record.items()}

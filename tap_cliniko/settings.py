@@ -39,8 +39,9 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "start_date",
         th.DateTimeType(nullable=True),
-        description="Sync only patients updated at or after this UTC date-time"
-        " (e.g. 2024-01-01T00:00:00Z). A stored bookmark wins when it is later.",
+        description="Sync only rows updated at or after this UTC date-time"
+        " (e.g. 2024-01-01T00:00:00Z). A stored bookmark wins when it is later."
+        " Full-table streams always read every row.",
     ),
     th.Property(
         "base_url",
@@ -52,7 +53,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         "per_page",
         th.IntegerType(nullable=False, minimum=1, maximum=100),
         default=100,
-        description="Patients per request, 1 to 100.",
+        description="Records per request, 1 to 100.",
     ),
     th.Property(
         "request_timeout",
@@ -92,12 +93,20 @@ CONFIG_SCHEMA = th.PropertiesList(
         " whose updated_at did not move, a clock fault). 0: every run.",
     ),
     th.Property(
+        "emit_activate_version_messages",
+        th.BooleanType(nullable=False),
+        default=True,
+        description="Send ACTIVATE_VERSION for full-table streams, so that targets which"
+        " support it drop rows that are gone from Cliniko. Incremental streams never send it.",
+    ),
+    th.Property(
         "privacy_redaction",
         th.StringType(nullable=False, allowed_values=list(PRIVACY_MODES)),
         default="off",
         description="Blank personal fields of patients who rejected the privacy policy"
-        " ('rejected'), or also of those who never answered ('rejected_or_unanswered')."
-        " 'off' emits everything.",
+        " ('rejected'), or also of those who never answered ('rejected_or_unanswered'),"
+        " in the patient streams and in every row of other streams that names such a"
+        " patient. 'off' emits everything.",
     ),
 ).to_dict()
 

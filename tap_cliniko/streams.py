@@ -1,20 +1,73 @@
-"""The three Cliniko patient streams."""
+"""The streams: three for patients, and one generic stream per collection of resources.py."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import logging
+import math
+from collections.abc import Iterator
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from tap_cliniko.client import ClinikoStream
+from singer_sdk import SchemaDirectory, StreamSchema
+from typing_extensions import override
+
+from tap_cliniko import cliniko, paging
+from tap_cliniko.client import SCHEMAS, ClinikoAPI, ClinikoStream
+from tap_cliniko.cliniko import ClinikoError, Forbidden, RouteNotFound
+from tap_cliniko.records import (
+    link_id_fields,
+    normalize_record,
+    patient_id,
+    patients_named,
+    personal_fields,
+    redact_fields,
+)
+from tap_cliniko.resources import BY_NAME, COLLECTIONS, Collection
+
+if TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context, Record
+
+LOGGER = logging.getLogger("tap-cliniko")
 
 
-class PatientsStream(ClinikoStream):
+class SkipsForbidden(ClinikoStream):
+    """A stream the key's user may not read (403 on its first request) is skipped, not fatal."""
+
+    #: What the 403 warning says the user may not do.
+    permission: ClassVar[str] = "read patients"
+
+    def rows(self, context: Context | None) -> Iterator[dict[str, Any]]:
+        """The stream's raw rows: the patient routes' passes (ClinikoStream) by default."""
+        return super().request_records(context)
+
+    @override
+    def request_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
+        emitted = False
+        try:
+            for row in self.rows(context):
+                emitted = True
+                yield row
+        except Forbidden as exc:
+            if emitted:
+                raise  # rows already sent: skipping now would move the bookmark past the rest
+            LOGGER.warning(
+                "%s: skipped: the API key's Cliniko user lacks the permission to %s (%s);"
+                " the sync goes on without this stream",
+                self.name,
+                self.permission,
+                str(exc).split(":", 1)[0],
+            )
+            self._tap.forbidden_streams.add(self.name)  # type: ignore[attr-defined]
+
+
+class PatientsStream(SkipsForbidden):
     """Active patients: `GET /patients` (Cliniko leaves out archived and deleted ones)."""
 
     name = "patients"
     path = "/patients"
 
 
-class ArchivedPatientsStream(ClinikoStream):
+class ArchivedPatientsStream(SkipsForbidden):
     """Archived patients: `GET /patients/archived`, or `/patients?q[]=archived_at:*` without it."""
 
     name = "archived_patients"
@@ -26,10 +79,222 @@ class ArchivedPatientsStream(ClinikoStream):
     fallbacks: ClassVar[dict[str, str | None]] = {"archived_at": None}
 
 
-class DeletedPatientsStream(ClinikoStream):
+class DeletedPatientsStream(SkipsForbidden):
     """Deleted patients: `GET /patients/deleted` (today often just deleted_at and a link)."""
 
     name = "deleted_patients"
     path = "/patients/deleted"
     fallbacks: ClassVar[dict[str, str | None]] = {"updated_at": "deleted_at"}
     append_only: ClassVar[bool] = True  # nobody is undeleted
+
+
+PATIENT_STREAMS: tuple[type[SkipsForbidden], ...] = (
+    PatientsStream,
+    ArchivedPatientsStream,
+    DeletedPatientsStream,
+)
+
+
+def consent_ids(api: ClinikoAPI, answer: bool, per_page: int) -> frozenset[str]:
+    """Ids of every patient (archived ones too) whose privacy-policy answer is `answer`."""
+    params: paging.Params = [
+        ("q[]", f"accepted_privacy_policy:={str(answer).lower()}"),
+        ("q[]", "archived_at:*"),
+        ("sort", "id"),
+        ("per_page", str(per_page)),
+    ]
+    fetch = partial(api.get_page, records_key="patients")
+    ids: set[str] = set()
+    for page in paging.scan(fetch, f"{api.base_url}/patients", params):
+        ids.update(found for raw in page.patients if (found := patient_id(raw)))
+    return frozenset(ids)
+
+
+class ConsentBook:
+    """Which patients' rows in other streams privacy_redaction blanks, read once per run.
+
+    'rejected' blanks the patients who answered no; 'rejected_or_unanswered' blanks everyone
+    not known to have answered yes, so a patient missing from the lookup (deleted, or new
+    since it was read) is blanked too: when in doubt, leave the data out.
+    """
+
+    def __init__(self, api: ClinikoAPI, mode: str, per_page: int) -> None:
+        self.mode = mode
+        self._api = api
+        self._per_page = per_page
+
+    @cached_property
+    def _ids(self) -> frozenset[str]:
+        ids = consent_ids(self._api, self.mode != "rejected", self._per_page)
+        LOGGER.info("privacy_redaction: read the privacy-policy answers of the patients")
+        return ids
+
+    def redacts(self, patients: list[str]) -> bool:
+        """Tell whether a row naming these patients is to be blanked."""
+        if self.mode == "rejected":
+            return any(p in self._ids for p in patients)
+        if self.mode == "rejected_or_unanswered":
+            return any(p not in self._ids for p in patients)
+        return False
+
+
+class CollectionStream(SkipsForbidden):
+    """Any Cliniko collection, read as its line in resources.COLLECTIONS says.
+
+    Incremental collections: `updated_at >= bookmark` on every route, with the hidden-row
+    filters, keyset paging by id; then the deleted rows' route (filtered on deleted_at) where
+    the account still has it. Full-table collections: every row, every run, with
+    ACTIVATE_VERSION. Child collections: every parent's nested routes.
+    """
+
+    collection: ClassVar[Collection]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.collection.incremental and self.forced_replication_method is None:
+            # Said in the catalog too, so a reader of it sees which streams reload in full.
+            self.forced_replication_method = "FULL_TABLE"
+
+    @property
+    @override
+    def emit_activate_version_messages(self) -> bool:
+        # A full-table stream's rows can vanish without a trace; the version lets targets drop them.
+        return not self.collection.incremental and self.config.get(
+            "emit_activate_version_messages", True
+        )
+
+    @override
+    def rows(self, context: Context | None) -> Iterator[dict[str, Any]]:
+        collection = self.collection
+        if collection.parent:
+            yield from self._child_rows(context)
+            return
+        if not collection.keyset:
+            yield from self._numbered_pages(collection.path)
+            return
+        start, full_read = self.window_start(context) if collection.incremental else (None, False)
+        # Whether archiving or cancelling moves updated_at is not known (as for patients),
+        # so an incremental run also asks for rows archived or cancelled since the bookmark.
+        columns = ("updated_at", *(h.split(":", 1)[0] for h in collection.hidden))
+        passes = [[cliniko.since_filter(c, start)] for c in columns] if start else [[]]
+        seen: dict[str, tuple[Any, ...]] = {}
+        for route in collection.routes:
+            for since in passes:
+                for raw in self._scan([*since, *collection.hidden], context, route):
+                    if len(passes) > 1:  # the same row found by two passes is sent once
+                        version = tuple(raw.get(c) for c in columns)
+                        key = patient_id(raw) or ""
+                        if seen.get(key) == version:
+                            continue
+                        seen[key] = version
+                    yield raw
+        if collection.deleted_route:
+            deleted_since = [cliniko.since_filter("deleted_at", start)] if start else []
+            try:
+                yield from self._scan(deleted_since, context, collection.deleted_route)
+            except RouteNotFound:
+                LOGGER.warning(
+                    "%s: this account has no %s route, so rows deleted in Cliniko cannot be"
+                    " read; the rest of the stream is complete",
+                    self.name,
+                    collection.deleted_route,
+                )
+        if full_read:
+            self.whole_read_done(context)
+
+    def _child_rows(self, context: Context | None) -> Iterator[dict[str, Any]]:
+        """Every row of the nested routes of every parent (archived parents included)."""
+        collection = self.collection
+        parent = BY_NAME[str(collection.parent)]
+        fetch = partial(self.api.get_page, records_key=parent.records_key)
+        parent_ids: list[str] = []
+        for route in parent.routes:
+            params: paging.Params = [("q[]", f) for f in parent.hidden]
+            params += [("sort", "id"), ("per_page", str(self.config.get("per_page", 100)))]
+            for page in paging.scan(fetch, f"{self.url_base}{route}", params):
+                parent_ids += [found for raw in page.patients if (found := patient_id(raw))]
+        missing: set[str] = set()
+        for parent_id in parent_ids:
+            for template in collection.routes:
+                route = template.format(parent_id=parent_id)
+                try:
+                    for raw in self._scan([], context, route):
+                        yield {**raw, collection.parent_key: parent_id}
+                except RouteNotFound:
+                    missing.add(template)  # the parent went away mid-run, or no such route
+        for template in sorted(missing):
+            LOGGER.warning("%s: some or all parents had no %s route", self.name, template)
+
+    def _numbered_pages(self, route: str) -> Iterator[dict[str, Any]]:
+        """A list without ids or filters (/services): its pages by number, as Cliniko links them."""
+        per_page = int(self.config.get("per_page", 100))
+        page = self.api.get_page(
+            f"{self.url_base}{route}", [("per_page", str(per_page))], self.records_key
+        )
+        self._note_server_start(page, None)
+        limit = math.ceil((page.total_entries or 0) / per_page) + 1
+        for _ in range(max(limit, 1) + 1):
+            yield from page.patients
+            if not page.next_link:
+                return
+            page = self.api.get_page(page.next_link, [], self.records_key)
+        raise ClinikoError(
+            f"{self.name}: Cliniko's next links did not end after {limit} pages of {route}:"
+            " please report this with the tap's version"
+        )
+
+    @override
+    def _note_server_start(self, page: paging.Page, context: Context | None) -> None:
+        if self.collection.incremental:  # a full-table stream has no bookmark to cap
+            super()._note_server_start(page, context)
+
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        collection = self.collection
+        record = normalize_record(
+            row, self._properties, self._date_fields, self._links, has_id="id" in collection.key
+        )
+        if record is None:
+            return None
+        consent = self._consent if collection.patient_fields else None
+        if consent and consent.redacts(patients_named(record, collection.patient_fields)):
+            return redact_fields(record, self._personal)
+        return record
+
+    @cached_property
+    def _links(self) -> dict[str, str]:
+        return link_id_fields(self.schema)
+
+    @cached_property
+    def _personal(self) -> frozenset[str]:
+        return personal_fields(self.schema)
+
+    @cached_property
+    def _consent(self) -> ConsentBook | None:
+        return self._tap.consent_book  # type: ignore[attr-defined,no-any-return]
+
+
+def stream_class(collection: Collection) -> type[CollectionStream]:
+    """The stream class of one collection."""
+    title = "".join(part.title() for part in collection.name.split("_"))
+    return type(
+        f"{title}Stream",
+        (CollectionStream,),
+        {
+            "__doc__": f"Cliniko's {collection.path} ({collection.name}).",
+            "collection": collection,
+            "name": collection.name,
+            "path": collection.path,
+            "records_key": collection.records_key,
+            "permission": collection.permission,
+            "schema": StreamSchema(SchemaDirectory(SCHEMAS), key=collection.name),
+            "primary_keys": collection.key,
+            "replication_key": "updated_at" if collection.incremental else None,
+            "selected_by_default": not collection.clinical,
+        },
+    )
+
+
+COLLECTION_STREAMS = tuple(stream_class(c) for c in COLLECTIONS)
+STREAM_TYPES: tuple[type[SkipsForbidden], ...] = (*PATIENT_STREAMS, *COLLECTION_STREAMS)
+STREAM_NAMES = ("patients", "archived_patients", "deleted_patients", *(c.name for c in COLLECTIONS))

@@ -30,10 +30,13 @@ DROPPED_HEADERS = ("Authorization", "Set-Cookie", "Cookie")
 
 
 def scrub_patient(patient: dict[str, Any], serial: int) -> dict[str, Any]:
-    """Replace a real patient's personal values with synthetic ones of the same type."""
+    """Replace a real record's personal values with synthetic ones of the same type.
+
+    Kept: ids, links, consent, flags and every `*_at` time (when, not who); any collection.
+    """
     scrubbed: dict[str, Any] = {}
     for name, value in patient.items():
-        if name in KEPT or value is None or isinstance(value, bool):
+        if name in KEPT or name.endswith("_at") or value is None or isinstance(value, bool):
             scrubbed[name] = value
         elif isinstance(value, str):
             scrubbed[name] = "" if value == "" else f"synthetic {name} {serial}"
@@ -47,7 +50,7 @@ def scrub_patient(patient: dict[str, Any], serial: int) -> dict[str, Any]:
 
 
 def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
-    """Scrub patient bodies and cookies from a response before it is written."""
+    """Scrub the records of any list (patients or another collection) and cookies."""
     for header in list(response["headers"]):
         if header.title() in DROPPED_HEADERS:
             del response["headers"][header]
@@ -57,8 +60,10 @@ def scrub_response(response: dict[str, Any]) -> dict[str, Any]:
             data = json.loads(body)
         except ValueError:
             return response
-        if isinstance(data, dict) and isinstance(data.get("patients"), list):
-            data["patients"] = [scrub_patient(p, n) for n, p in enumerate(data["patients"], 1)]
+        if isinstance(data, dict):
+            for key, rows in data.items():
+                if key != "links" and isinstance(rows, list):
+                    data[key] = [scrub_patient(r, n) for n, r in enumerate(rows, 1)]
             response["body"]["string"] = json.dumps(data).encode()
     return response
 
@@ -92,6 +97,7 @@ def _drop_cookies(response: dict[str, Any]) -> dict[str, Any]:
 def record(name: str, behaviour: str, base_url: str | None, api_key: str | None) -> None:
     """Run one full sync of the tap inside a recording cassette."""
     from tap_cliniko.sandbox import SandboxConfig, SandboxServer
+    from tap_cliniko.streams import STREAM_NAMES
     from tests.conftest import SANDBOX_KEY, run_tap, tap_config
 
     if api_key is not None:
@@ -99,13 +105,19 @@ def record(name: str, behaviour: str, base_url: str | None, api_key: str | None)
         if base_url:
             config["base_url"] = base_url
         with use_cassette(name, record=True, real=True):
-            run_tap(config)
+            run_tap(config, streams=STREAM_NAMES)
         return
+    # A small clinic: several pages of patients, at least one page of every other collection.
     settings = SandboxConfig(
-        patients=60, seed=2024, behaviour=behaviour, api_key=SANDBOX_KEY, port=RECORD_PORT
+        patients=60,
+        collections=0.25,
+        seed=2024,
+        behaviour=behaviour,
+        api_key=SANDBOX_KEY,
+        port=RECORD_PORT,
     )
     with SandboxServer(settings) as server, use_cassette(name, record=True):
-        run_tap(tap_config(server.base_url, per_page=PER_PAGE))
+        run_tap(tap_config(server.base_url, per_page=PER_PAGE), streams=STREAM_NAMES)
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,13 +77,31 @@ def tap_config(base_url: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+def selecting(config: dict[str, Any], streams: Iterable[str]) -> dict[str, Any]:
+    """The discovered catalog with exactly these streams selected (all their fields)."""
+    catalog = TapCliniko(config=config).catalog_dict
+    wanted = set(streams)
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            if metadata["breadcrumb"] == []:
+                metadata["metadata"]["selected"] = entry["tap_stream_id"] in wanted
+    return catalog
+
+
 def run_tap(
     config: dict[str, Any],
     state: dict[str, Any] | None = None,
     catalog: dict[str, Any] | None = None,
     prepare: Callable[[TapCliniko], None] | None = None,
+    streams: Iterable[str] | None = STREAMS,
 ) -> SyncResult:
-    """Run a full sync in this process and parse what it wrote to stdout."""
+    """Run a sync in this process and parse what it wrote to stdout.
+
+    Without a catalog, only `streams` are selected (the patient streams unless told;
+    None: every stream selected by default).
+    """
+    if catalog is None and streams is not None:
+        catalog = selecting(config, streams)
     buffer = io.BytesIO()
     out = io.TextIOWrapper(buffer, encoding="utf-8", write_through=True)
     with redirect_stdout(out):

@@ -28,7 +28,8 @@ def test_connection_check_reads_one_record_per_stream(sandbox: Any, tmp_path: Pa
     assert result.returncode == 0, result.stderr[-2000:]
     messages = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     records = [m["stream"] for m in messages if m["type"] == "RECORD"]
-    assert sorted(records) == sorted(STREAMS), "one record per stream, no more"
+    assert len(records) == len(set(records)), "one record per stream, no more"
+    assert set(STREAMS) <= set(records), "every patient stream was read"
     # The SDK stops each stream after one record on purpose; that is not an error to show.
     assert " ERROR " not in result.stderr, result.stderr[-2000:]
     assert SANDBOX_KEY not in result.stdout + result.stderr

@@ -153,7 +153,9 @@ def test_minimal_deleted_record_takes_id_from_link_and_deleted_at_as_updated_at(
 
 
 def test_record_without_any_id_is_dropped() -> None:
-    assert normalize_patient({"links": {"self": "https://x/v1/other/1"}}, PROPS, DATES) is None
+    # A link to a list, not to one record, holds no id.
+    for link in ("https://x/v1/patients", "https://x/v1/patients/1/attendees"):
+        assert normalize_patient({"links": {"self": link}}, PROPS, DATES) is None
 
 
 @pytest.mark.parametrize(

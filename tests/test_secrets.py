@@ -66,7 +66,7 @@ def assert_clean(text: str, key: str, where: str) -> None:
 FAILURES = {
     "success": {},
     "401 wrong shard": {"key_suffix": "-uk1"},
-    "403": {"fail_next": (1, 403)},
+    "403 on every stream": {"fail_next": (1000, 403)},
     "404": {"path": "/v2"},
     "500s exhaust the retry budget": {"fail_next": (50, 500), "max_retry_seconds": 3},
     "429 storm beyond the retry budget": {"throttle": 30, "max_retry_seconds": 2},
@@ -118,15 +118,16 @@ def test_no_secret_or_patient_data_in_any_output(tmp_path: Path, sandbox: Any, c
 
 
 def _serve(host: str, next_link: str | None, seen: list[dict[str, str]]) -> ThreadingHTTPServer:
-    """A Cliniko look-alike answering one patient and next_link; records request headers."""
+    """A Cliniko look-alike answering one row of any list and next_link; records headers."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append(dict(self.headers))
             links = {"next": next_link} if next_link else {}
+            collection = self.path.split("?")[0].split("/")[2]  # /v1/<collection>/...
             body = json.dumps(
                 {
-                    "patients": [{"id": 1, "updated_at": "2024-01-01T00:00:00Z"}],
+                    collection: [{"id": 1, "updated_at": "2024-01-01T00:00:00Z"}],
                     "total_entries": 2,
                     "links": links,
                 }

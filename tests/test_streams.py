@@ -18,8 +18,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tap_cliniko.tap import TapCliniko
-from tests.conftest import STATUS_STREAM, STREAMS, run_tap, tap_config
+from tests.conftest import STATUS_STREAM, STREAMS, run_tap, selecting, tap_config
 
 LIST_ROUTES = ("/v1/patients", "/v1/patients/archived", "/v1/patients/deleted")
 SCHEMA = json.loads((Path(__file__).parents[1] / "schemas" / "patient.json").read_text())
@@ -228,7 +227,7 @@ def test_full_sync_request_count_is_near_the_page_count(sandbox: Any) -> None:
 def test_deselected_properties_are_left_out_and_the_rest_kept(sandbox: Any) -> None:
     with sandbox(patients=40, seed=14) as server:
         config = tap_config(server.base_url)
-        catalog = TapCliniko(config=config).catalog_dict
+        catalog = selecting(config, STREAMS)
         for entry in catalog["streams"]:
             for meta in entry["metadata"]:
                 if meta["breadcrumb"] == ["properties", "email"]:
@@ -296,10 +295,13 @@ def test_records_after_the_last_state_reach_stdout_when_the_process_ends(
     with sandbox(patients=200, seed=41) as server:
         config = tmp_path / "config.json"
         config.write_text(json.dumps(tap_config(server.base_url, per_page=30)))
+        catalog = tmp_path / "catalog.json"
+        catalog.write_text(json.dumps(selecting(tap_config(server.base_url), STREAMS)))
         state = tmp_path / "state.json"
         outputs = []
         for _ in range(3):  # full; learns the deleted route's filter; quiet
-            args = [tap, "--config", config] + (["--state", state] if outputs else [])
+            args = [tap, "--config", config, "--catalog", catalog]
+            args += ["--state", state] if outputs else []
             run = subprocess.run(args, capture_output=True, check=True, cwd=tmp_path)
             outputs.append([json.loads(line) for line in run.stdout.splitlines()])
             states = [m["value"] for m in outputs[-1] if m["type"] == "STATE"]

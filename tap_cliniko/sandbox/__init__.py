@@ -1,4 +1,4 @@
-"""A local Cliniko-compatible API server with synthetic patients, for demos, tests, benchmarks.
+"""A local Cliniko-compatible API server with a synthetic clinic, for demos, tests, benchmarks.
 
 It imports nothing from the tap, and the tap nothing from it.
 """
@@ -27,6 +27,8 @@ class SandboxConfig:
     """How a local Cliniko starts: data, behaviour, limits and faults."""
 
     patients: int = 500
+    #: Size of the rest of the clinic (appointments, invoices, ...) per patient; 0: patients only.
+    collections: float = 1.0
     seed: int = 1
     data_dir: Path | None = None
     behaviour: str = "current"  # or "legacy": the older API page's shapes
@@ -36,8 +38,11 @@ class SandboxConfig:
     rate_limit_header: str = "X-RateLimit-Reset"  # or "Retry-After" or "both"
     archive_touches_updated_at: bool = True
     unarchive_touches_updated_at: bool = True
+    cancel_touches_updated_at: bool = True
     variant_routes: bool = True  # False: the legacy /…/archived, /…/deleted lists answer 404
     sort_mode: str = "honoured"  # or "ignored" / "refused": what the server does with sort=id
+    #: Collections the key's user may not read: their routes answer 403 (nested ones too).
+    forbidden: tuple[str, ...] = ()
     clock_offset_seconds: float = 0.0
     latency_ms: float = 0.0
     error_rate: float = 0.0
@@ -86,9 +91,10 @@ class SandboxServer:
             clock=self.now,
             archive_touches_updated_at=config.archive_touches_updated_at,
             unarchive_touches_updated_at=config.unarchive_touches_updated_at,
+            cancel_touches_updated_at=config.cancel_touches_updated_at,
             sort_mode=config.sort_mode,
         )
-        self.store.seed(config.patients, config.seed)
+        self.store.seed(config.patients, config.seed, collections=config.collections)
         self.faults = Faults(
             latency_ms=config.latency_ms,
             error_rate=config.error_rate,
@@ -100,6 +106,7 @@ class SandboxServer:
         )
         self.requests: list[RequestRecord] = []
         self.before_list_page: Any = None
+        self.forbidden: set[str] = set(config.forbidden)  # change it while the server runs
         app = create_app(
             self.store,
             api_key=config.api_key,
@@ -111,6 +118,7 @@ class SandboxServer:
             requests_log=self.requests,
             hook=lambda: self.before_list_page,
             variant_routes=config.variant_routes,
+            forbidden=self.forbidden,
         )
         self._server: BaseWSGIServer = make_server(
             config.host, config.port, app, threaded=True, request_handler=_QuietHandler

@@ -1,4 +1,8 @@
-"""The local Cliniko's HTTP API (Flask): auth, lists, filters, paging, writes, limits, faults."""
+"""The local Cliniko's HTTP API (Flask): auth, lists, filters, paging, writes, limits, faults.
+
+One generic handler per kind of request (list, get, create, update, archive, unarchive, cancel,
+delete), routed for every collection of resources.RESOURCES and every nested list of NESTED.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +23,11 @@ import msgspec
 from flask import Flask, Response, request
 
 from tap_cliniko.sandbox.faults import Faults
+from tap_cliniko.sandbox.resources import LEGACY_VARIANTS, NESTED, RESOURCES, Nested
 from tap_cliniko.sandbox.store import QueryError, Store, ValidationFailed
 
 USER_AGENT = re.compile(r"^\S.*\(\s*[^()\s@]+@[^()\s@]+\.[^()\s@]+\s*\)\s*$")
 SHARD = re.compile(r"[a-z]{2}\d{1,2}")
-LIST_ROUTES = {
-    "/v1/patients": "active",
-    "/v1/patients/archived": "archived",
-    "/v1/patients/deleted": "deleted",
-}
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ def create_app(
     requests_log: list[RequestRecord],
     hook: Callable[[], Callable[[str, Any], None] | None],
     variant_routes: bool = True,
+    forbidden: set[str] | None = None,
 ) -> Flask:
     """The Flask app of one local Cliniko account."""
     app = Flask("cliniko-sandbox")
@@ -139,6 +140,8 @@ def create_app(
             return message("Injected failure.", forced, _retry_headers(forced))
         if (allowed_at := limiter.admit(key)) is not None:
             return _too_many(allowed_at, rate_limit_header)
+        if forbidden and (request.view_args or {}).get("name") in forbidden:
+            return message("You do not have permission to access this resource.", 403)
         if request.method == "GET":
             if faults.roll(faults.error_rate):
                 return message("Injected server error.", faults.pick_error())
@@ -204,7 +207,12 @@ def create_app(
         )
         return response
 
-    def list_route(route: str) -> Response:
+    nested_routes: dict[str, Nested] = {}  # Flask rule -> the nested route it serves
+
+    def list_page(name: str, variant: str = "", parent_id: int | None = None) -> Response:
+        """Any list route: filters, sort, page, per_page, links keeping the q[] filters."""
+        if variant in LEGACY_VARIANTS and not variant_routes:
+            return message("Not found", 404)
         if (before := hook()) is not None:
             before(request.path, request.args)
         try:
@@ -215,96 +223,135 @@ def create_app(
         if page < 1 or not 1 <= per_page <= 100:
             return message("per_page must be between 1 and 100; page at least 1.", 400)
         filters = request.args.getlist("q[]")
+        nested = None
+        if parent_id is not None:
+            route = nested_routes[request.url_rule.rule if request.url_rule else ""]
+            if store.get_live(parent_id, route.parent) is None:
+                return message("Not found", 404)
+            nested = (route, parent_id)
         try:
-            patients, total = store.page(route, filters, request.args.get("sort"), page, per_page)
+            rows, total = store.page(
+                variant,
+                filters,
+                request.args.get("sort"),
+                page,
+                per_page,
+                resource=name,
+                nested=nested,
+            )
         except QueryError as exc:
             return message(str(exc), 400)
         base = base_url()
         params = [(k, v) for k, v in request.args.items(multi=True) if k != "page"]
-        link = f"{base}{request.path.removeprefix('/v1')}?"
-        links = {"self": link + urlencode([*params, ("page", page)])}
+        link_base = f"{base}{request.path.removeprefix('/v1')}?"
+        links = {"self": link_base + urlencode([*params, ("page", page)])}
         if page > 1:
-            links["previous"] = link + urlencode([*params, ("page", page - 1)])
+            links["previous"] = link_base + urlencode([*params, ("page", page - 1)])
         if page * per_page < total:
-            links["next"] = link + urlencode([*params, ("page", page + 1)])
-        body = {
-            "patients": [store.render(p, base, listing=route) for p in patients],
+            links["next"] = link_base + urlencode([*params, ("page", page + 1)])
+        answer = {
+            name: [store.render(r, base, listing=variant, name=name) for r in rows],
             "total_entries": total,
             "links": links,
         }
-        response = json_response(body)
+        response = json_response(answer)
         if faults.roll(faults.truncate_rate):
             data = response.get_data()
             response.set_data(data[: len(data) // 2])
         return response
 
-    @app.get("/v1/patients")
-    def active_patients() -> Response:
-        return list_route("active")
-
-    @app.get("/v1/patients/archived")
-    def archived_patients() -> Response:
-        return list_route("archived") if variant_routes else message("Not found", 404)
-
-    @app.get("/v1/patients/deleted")
-    def deleted_patients() -> Response:
-        return list_route("deleted") if variant_routes else message("Not found", 404)
-
-    @app.get("/v1/patients/<int:patient_id>")
-    def get_patient(patient_id: int) -> Response:
-        patient = store.get(patient_id)
-        if patient is None or (patient["deleted_at"] and store.behaviour == "current"):
+    def get_one(name: str, record_id: int) -> Response:
+        # 'legacy' still answers for a deleted row, as the older page's accounts did.
+        record = store.get(record_id, name) if store.behaviour == "legacy" else None
+        record = record or store.get_live(record_id, name)
+        if record is None:
             return message("Not found", 404)
-        return json_response(store.render(patient, base_url()))
+        return json_response(store.render(record, base_url(), name=name))
 
     def body() -> dict[str, Any]:
         data = request.get_json(silent=True)
         return data if isinstance(data, dict) else {}
 
-    @app.post("/v1/patients")
-    def create_patient() -> Response:
+    def write(action: Callable[[], Any], name: str, record_id: int | None = None) -> Response:
+        """Run one write; answer the row, or 204 when record_id is None, 201 when it is 0 (new).
+
+        422 with the errors of a refused write, 404 for an unknown or deleted row.
+        """
         try:
-            patient = store.create_patient(body())
+            result = action()
         except ValidationFailed as exc:
             return json_response({"message": "Validation Failed", "errors": exc.errors}, 422)
-        location = f"{base_url()}/patients/{patient['id']}"
-        return json_response(
-            store.render(store.get(patient["id"]) or {}, base_url()), 201, {"Location": location}
+        except KeyError:
+            return message("Not found", 404)
+        if record_id is None:
+            return Response(status=204)
+        created = record_id == 0
+        row_id = int(result["id"]) if created else record_id
+        response = json_response(
+            store.render(store.get(row_id, name) or {}, base_url(), name=name),
+            201 if created else 200,
         )
+        if created:
+            response.headers["Location"] = f"{base_url()}/{name}/{row_id}"
+        return response
 
-    @app.route("/v1/patients/<int:patient_id>", methods=["PUT", "PATCH"])
-    def update_patient(patient_id: int) -> Response:
-        try:
-            store.update_patient(patient_id, body())
-        except ValidationFailed as exc:
-            return json_response({"message": "Validation Failed", "errors": exc.errors}, 422)
-        except KeyError:
-            return message("Not found", 404)
-        return json_response(store.render(store.get(patient_id) or {}, base_url()))
+    def create(name: str) -> Response:
+        return write(lambda: store.create(name, body()), name, 0)
 
-    @app.delete("/v1/patients/<int:patient_id>")
-    def delete_patient(patient_id: int) -> Response:
-        try:
-            store.delete_patient(patient_id)
-        except KeyError:
-            return message("Not found", 404)
-        return Response(status=204)
+    def update(name: str, record_id: int) -> Response:
+        return write(lambda: store.update(name, record_id, body()), name, record_id)
 
-    @app.post("/v1/patients/<int:patient_id>/archive")
-    def archive_patient(patient_id: int) -> Response:
-        try:
-            store.archive_patient(patient_id)
-        except KeyError:
-            return message("Not found", 404)
-        return Response(status=204)
+    def delete(name: str, record_id: int) -> Response:
+        return write(lambda: store.delete(name, record_id), name)
 
-    @app.post("/v1/patients/<int:patient_id>/unarchive")
-    def unarchive_patient(patient_id: int) -> Response:
-        try:
-            store.unarchive_patient(patient_id)
-        except KeyError:
-            return message("Not found", 404)
-        return json_response(store.render(store.get(patient_id) or {}, base_url()))
+    def archive(name: str, record_id: int) -> Response:
+        return write(lambda: store.archive(name, record_id), name)
+
+    def unarchive(name: str, record_id: int) -> Response:
+        return write(lambda: store.unarchive(name, record_id), name, record_id)
+
+    def cancel(name: str, record_id: int) -> Response:
+        return write(lambda: store.cancel(name, record_id, body()), name, record_id)
+
+    for resource in RESOURCES:
+        name = resource.name
+        view = {"name": name}
+        app.add_url_rule(f"/v1/{name}", f"list_{name}", list_page, defaults=view)
+        for variant in resource.variants:
+            app.add_url_rule(
+                f"/v1/{name}/{variant}",
+                f"list_{name}_{variant}",
+                list_page,
+                defaults={**view, "variant": variant},
+            )
+        if resource.computed:
+            continue
+        app.add_url_rule(f"/v1/{name}/<int:record_id>", f"get_{name}", get_one, defaults=view)
+        if resource.union:
+            continue
+        app.add_url_rule(f"/v1/{name}", f"create_{name}", create, defaults=view, methods=["POST"])
+        one = f"/v1/{name}/<int:record_id>"
+        app.add_url_rule(one, f"update_{name}", update, defaults=view, methods=["PUT", "PATCH"])
+        app.add_url_rule(one, f"delete_{name}", delete, defaults=view, methods=["DELETE"])
+        app.add_url_rule(
+            f"{one}/archive", f"archive_{name}", archive, defaults=view, methods=["POST"]
+        )
+        app.add_url_rule(
+            f"{one}/unarchive", f"unarchive_{name}", unarchive, defaults=view, methods=["POST"]
+        )
+        if "cancelled_at" in resource.markers:
+            app.add_url_rule(
+                f"{one}/cancel", f"cancel_{name}", cancel, defaults=view, methods=["PATCH", "POST"]
+            )
+    for nested in NESTED:
+        rule = f"/v1{nested.path}"
+        nested_routes[rule] = nested
+        app.add_url_rule(
+            rule,
+            f"nested_{nested.parent}_{nested.child}_{nested.variant}",
+            list_page,
+            defaults={"name": nested.child, "variant": nested.variant},
+        )
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:

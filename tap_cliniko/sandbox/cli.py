@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
+from tap_cliniko.sandbox.resources import RESOURCES, STORED
 
 
 def parse_args(argv: list[str] | None = None) -> SandboxConfig:
@@ -16,6 +17,12 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--patients", type=int, default=3000, help="synthetic patients to seed")
+    parser.add_argument(
+        "--collections",
+        type=float,
+        default=1.0,
+        help="size of the clinic around the patients (appointments, invoices, ...); 0: none",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--data-dir", type=Path, default=Path(".sandbox"))
     parser.add_argument("--behaviour", choices=["current", "legacy"], default="current")
@@ -42,6 +49,13 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     parser.add_argument(
         "--sort-mode", choices=["honoured", "ignored", "refused"], default="honoured"
     )
+    parser.add_argument(
+        "--forbidden",
+        action="append",
+        default=[],
+        metavar="COLLECTION",
+        help="a collection the key may not read (403); repeatable",
+    )
     parser.add_argument("--clock-offset-seconds", type=float, default=0.0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
@@ -54,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
         parser.error("--host must be a loopback address: this server is for local use only")
     return SandboxConfig(
         patients=args.patients,
+        collections=args.collections,
         seed=args.seed,
         data_dir=args.data_dir,
         behaviour=args.behaviour,
@@ -65,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
         unarchive_touches_updated_at=args.unarchive_touches_updated_at,
         variant_routes=args.variant_routes,
         sort_mode=args.sort_mode,
+        forbidden=tuple(args.forbidden),
         clock_offset_seconds=args.clock_offset_seconds,
         latency_ms=args.latency_ms,
         error_rate=args.error_rate,
@@ -91,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     server.start()
+    store = server.store
+    rows = sum(store.count(r.name) for r in STORED)
     print(
-        f"cliniko-sandbox: serving {server.store.count()} patients at {server.base_url}", flush=True
+        f"cliniko-sandbox: serving {store.count():,} patients ({rows:,} rows in"
+        f" {len(RESOURCES)} collections) at {server.base_url}",
+        flush=True,
     )
     stop.wait()
     server.stop()

@@ -1,6 +1,10 @@
 """The demo: a local Cliniko -> `meltano run tap-cliniko target-duckdb`, twice, changes between,
 then the dbt models (`meltano invoke dbt-duckdb:build`) and a few rows of patients_current.
 
+Every default-selected stream is loaded; two questions a clinic asks are answered in SQL on the
+loaded tables (appointments and did-not-arrive rate per practitioner last month, invoiced revenue
+per business this year).
+
 With TAP_CLINIKO_API_KEY set, the same pipeline runs once against that real account instead.
 """
 
@@ -16,12 +20,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
+from tap_cliniko.sandbox.resources import BY_NAME
 
 ROOT = Path.cwd()
 DEMO = ROOT / ".demo"
@@ -40,7 +46,7 @@ STATUS_STREAM = {
     "archived": "archived_patients",
     "deleted": "deleted_patients",
 }
-STREAMS = tuple(STATUS_STREAM.values())
+PATIENT_STREAMS = tuple(STATUS_STREAM.values())
 PATIENTS = 3000
 SEED = 42
 # What Meltano puts before each line it logs: "2026-01-01T00:00:00Z [error    ] tap-cliniko  ".
@@ -108,7 +114,11 @@ class Meltano:
         except ValueError:
             state = {}
         marks = state.get("singer_state", {}).get("bookmarks", {})
-        return {name: marks.get(name, {}).get("replication_key_value", "-") for name in STREAMS}
+        return {
+            name: str(mark.get("replication_key_value", "-"))
+            for name, mark in marks.items()
+            if isinstance(mark, dict)
+        }
 
 
 def warehouse_env() -> dict[str, str]:
@@ -167,21 +177,43 @@ class Warehouse:
         except self.duckdb.Error as exc:
             raise DemoError(f"reading {rel(self.path)}: {exc}") from exc
 
+    def streams(self) -> list[str]:
+        """The tables the target made, one per stream that had rows."""
+        rows = self.query(
+            "SELECT table_name FROM information_schema.tables"
+            f" WHERE table_schema = '{SCHEMA}' ORDER BY table_name"
+        )
+        return [row[0] for row in rows]
+
+    def columns(self, stream: str) -> set[str]:
+        rows = self.query(
+            "SELECT column_name FROM information_schema.columns"
+            f" WHERE table_schema = '{SCHEMA}' AND table_name = '{stream}'"
+        )
+        return {row[0] for row in rows}
+
+    def counts(self) -> dict[str, int]:
+        """Rows per stream (the target keeps the latest row per key)."""
+        return {s: self.query(f"SELECT count(*) FROM {SCHEMA}.{s}")[0][0] for s in self.streams()}
+
     def loaded_since(self, mark: Any) -> dict[str, list[tuple[str, str]]]:
-        """(id, updated_at) per stream of the rows the target wrote after `mark`."""
+        """(id, updated_at) per stream with ids of the rows the target wrote after `mark`."""
         where = "" if mark is None else f" WHERE _sdc_batched_at > '{mark}'"
         return {
             stream: self.query(
                 f"SELECT id, strftime(updated_at, '%Y-%m-%dT%H:%M:%SZ')"
                 f" FROM {SCHEMA}.{stream}{where}"
             )
-            for stream in STREAMS
+            for stream in self.streams()
+            if {"id", "updated_at"} <= self.columns(stream)
         }
 
     def last_load(self) -> Any:
         """When the target last wrote a row (its own clock, so no time-zone guessing)."""
-        union = " UNION ALL ".join(f"SELECT _sdc_batched_at FROM {SCHEMA}.{s}" for s in STREAMS)
-        found = self.query(f"SELECT max(_sdc_batched_at) FROM ({union})")
+        union = " UNION ALL ".join(
+            f"SELECT max(_sdc_batched_at) AS loaded FROM {SCHEMA}.{s}" for s in self.streams()
+        )
+        found = self.query(f"SELECT max(loaded) FROM ({union})") if union else []
         return found[0][0] if found else None
 
     def current_by_status(self) -> dict[str, int]:
@@ -208,12 +240,41 @@ class Warehouse:
             f" ORDER BY updated_at DESC, id LIMIT {count}"
         )
 
+    def dna_by_practitioner(self, start: date, end: date) -> list[tuple[Any, ...]]:
+        """Appointments (none cancelled, archived or deleted) and DNA % per practitioner."""
+        return self.query(
+            "SELECT p.display_name, count(*) AS appointments,"
+            " round(100 * avg(CASE WHEN a.did_not_arrive THEN 1 ELSE 0 END), 1) AS dna_percent"
+            f" FROM {SCHEMA}.individual_appointments a"
+            f" JOIN {SCHEMA}.practitioners p ON p.id = a.practitioner_id"
+            " WHERE a.cancelled_at IS NULL AND a.archived_at IS NULL AND a.deleted_at IS NULL"
+            f" AND a.starts_at >= TIMESTAMP '{start}' AND a.starts_at < TIMESTAMP '{end}'"
+            " GROUP BY p.display_name ORDER BY appointments DESC, p.display_name"
+        )
 
-def change_some_patients(server: SandboxServer) -> dict[str, set[str]]:
-    """Create, update, archive and delete patients through the HTTP API, as a clinic would."""
+    def revenue_by_business(self, since: date) -> list[tuple[Any, ...]]:
+        """Invoices (not archived or deleted) and their total per business since a date."""
+        return self.query(
+            "SELECT b.business_name, count(*) AS invoices,"
+            " sum(CAST(i.total_amount AS DECIMAL(14, 2))) AS revenue"
+            f" FROM {SCHEMA}.invoices i JOIN {SCHEMA}.businesses b ON b.id = i.business_id"
+            " WHERE i.archived_at IS NULL AND i.deleted_at IS NULL"
+            f" AND CAST(i.issue_date AS DATE) >= DATE '{since}'"
+            " GROUP BY b.business_name ORDER BY revenue DESC"
+        )
+
+
+def session_for(server: SandboxServer) -> requests.Session:
+    """A requests session that writes to the local Cliniko as a clinic's app would."""
     session = requests.Session()
     session.auth = (server.config.api_key, "")
     session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+    return session
+
+
+def change_some_patients(server: SandboxServer) -> dict[str, set[str]]:
+    """Create, update, archive and delete patients through the HTTP API, as a clinic would."""
+    session = session_for(server)
     url = f"{server.base_url}/patients"
     active = sorted(i for i, e in server.store.snapshot().items() if e["status"] == "active")
     changed = {
@@ -233,18 +294,89 @@ def change_some_patients(server: SandboxServer) -> dict[str, set[str]]:
     return changed
 
 
+def change_some_appointments(server: SandboxServer) -> dict[str, set[str]]:
+    """Book, cancel, mark did-not-arrive and delete appointments; pay and issue invoices."""
+    session = session_for(server)
+    base = server.base_url
+    store = server.store
+    live = sorted(
+        (
+            e["record"]
+            for e in store.snapshot("individual_appointments").values()
+            if e["status"] == "active"
+        ),
+        key=lambda r: r["starts_at"],
+    )
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    future = [r for r in live if r["starts_at"] > now]
+    past = [r for r in live if r["starts_at"] <= now and not r["did_not_arrive"]]
+    template = live[-1]
+    booked = session.post(
+        f"{base}/individual_appointments",
+        json={
+            **{f"{k}_id": _link_id(template[k]) for k in LINKS},
+            "starts_at": future[-1]["starts_at"] if future else template["starts_at"],
+            "notes": "Booked online.",
+        },
+    )
+    booked.raise_for_status()
+    cancelled, missed, deleted = future[0]["id"], past[-1]["id"], future[1]["id"]
+    session.patch(
+        f"{base}/individual_appointments/{cancelled}/cancel", json={"cancellation_reason": 30}
+    ).raise_for_status()
+    session.patch(
+        f"{base}/individual_appointments/{missed}", json={"did_not_arrive": True}
+    ).raise_for_status()
+    session.delete(f"{base}/individual_appointments/{deleted}").raise_for_status()
+    open_invoices = [
+        e["record"]
+        for e in store.snapshot("invoices").values()
+        if e["status"] == "active" and e["record"]["status"] == 10
+    ]
+    paid = open_invoices[0]["id"]
+    session.patch(
+        f"{base}/invoices/{paid}", json={"status": 20, "status_description": "Paid"}
+    ).raise_for_status()
+    issued = session.post(
+        f"{base}/invoices",
+        json={
+            "patient_id": _link_id(template["patient"]),
+            "business_id": _link_id(template["business"]),
+            "practitioner_id": _link_id(template["practitioner"]),
+            "total_amount": "85.00",
+        },
+    )
+    issued.raise_for_status()
+    return {
+        "individual_appointments": {str(booked.json()["id"]), cancelled, missed, deleted},
+        "invoices": {paid, str(issued.json()["id"])},
+    }
+
+
+LINKS = ("patient", "practitioner", "business", "appointment_type")
+
+
+def _link_id(link: dict[str, Any]) -> str:
+    return str(link["links"]["self"].rsplit("/", 1)[1])
+
+
 def show_counts(title: str, counts: dict[str, int]) -> None:
-    """Rows per stream, aligned."""
+    """Rows per stream, aligned, two columns."""
     print(f"   {title}")
-    for stream in STREAMS:
-        print(f"     {stream:<18} {counts.get(stream, 0):>6,}")
+    names = sorted(counts)
+    half = -(-len(names) // 2)
+    for left, right in zip(names[:half], [*names[half:], ""], strict=False):
+        line = f"     {left:<32} {counts[left]:>7,}"
+        if right:
+            line += f"     {right:<32} {counts[right]:>7,}"
+        print(line)
 
 
-def show_bookmarks(before: dict[str, str], after: dict[str, str]) -> None:
-    """Each stream's bookmark before and after the run."""
-    print("   state (bookmark per stream)")
-    for stream in STREAMS:
-        print(f"     {stream:<18} {before.get(stream, '-'):<21} -> {after.get(stream, '-')}")
+def show_bookmarks(before: dict[str, str], after: dict[str, str], streams: list[str]) -> None:
+    """Each changed stream's bookmark before and after the run."""
+    print("   state (bookmark per changed stream)")
+    for stream in streams:
+        print(f"     {stream:<24} {before.get(stream, '-'):<21} -> {after.get(stream, '-')}")
 
 
 def show_models(warehouse: Warehouse, took: float, changed: set[str]) -> None:
@@ -268,13 +400,34 @@ def check_models(server: SandboxServer, warehouse: Warehouse) -> None:
         raise DemoError(f"patients_current has {found}, the server {expected}")
 
 
-def check_first_load(server: SandboxServer, loaded: dict[str, list[tuple[str, str]]]) -> None:
-    """Fail unless every patient of the local Cliniko arrived in its stream, once."""
-    for stream in STREAMS:
-        expected = {
+def expected_ids(server: SandboxServer, stream: str) -> set[str] | None:
+    """Ids the server holds for a stream, or None for a stream the demo does not check."""
+    if stream in PATIENT_STREAMS:
+        return {
             i for i, e in server.store.snapshot().items() if STATUS_STREAM[e["status"]] == stream
         }
-        ids = [row[0] for row in loaded[stream]]
+    resource = BY_NAME.get(stream)
+    if resource is None or resource.computed:
+        return None
+    keeps_deleted = "deleted" in resource.variants
+    return {
+        i
+        for i, e in server.store.snapshot(stream).items()
+        if e["status"] != "deleted" or keeps_deleted
+    }
+
+
+def check_first_load(server: SandboxServer, warehouse: Warehouse) -> None:
+    """Fail unless every row of the local Cliniko arrived in its stream, once."""
+    loaded = warehouse.loaded_since(None)
+    for stream in ("patients", "individual_appointments", "invoices", "practitioners"):
+        if stream not in loaded:
+            raise DemoError(f"{stream}: nothing loaded")
+    for stream, rows in loaded.items():
+        expected = expected_ids(server, stream)
+        if expected is None:
+            continue
+        ids = [row[0] for row in rows]
         if set(ids) != expected or len(ids) != len(expected):
             raise DemoError(f"{stream}: {len(ids):,} rows loaded, the server has {len(expected):,}")
 
@@ -294,13 +447,33 @@ def explore_command() -> str:
     return f"{shown} -c {shlex.quote(code)}"
 
 
+def last_month(today: date) -> tuple[date, date]:
+    """The calendar month before today's: [first day, first day of this month)."""
+    first = today.replace(day=1)
+    previous = date(first.year - (first.month == 1), (first.month - 2) % 12 + 1, 1)
+    return previous, first
+
+
+def answer_questions(warehouse: Warehouse) -> None:
+    """Two questions a clinic asks, answered in SQL on the loaded tables."""
+    today = datetime.now(UTC).date()
+    start, end = last_month(today)
+    print(f"   Appointments and did-not-arrive rate per practitioner, {start:%B %Y}:")
+    for name, count, percent in warehouse.dna_by_practitioner(start, end) or [("-", 0, 0)]:
+        print(f"     {name:<28} {count:>5,} appointments   {percent or 0:>5}% did not arrive")
+    since = today.replace(month=1, day=1)
+    print(f"   Invoiced revenue per business since {since}:")
+    for name, count, revenue in warehouse.revenue_by_business(since) or [("-", 0, 0)]:
+        print(f"     {name:<28} {count:>5,} invoices   {revenue or 0:>12,.2f}")
+
+
 def run_local(patients: int = PATIENTS) -> None:
     """The full demo against a fresh local Cliniko."""
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir(parents=True)
     warehouse = Warehouse(WAREHOUSE)
     config = SandboxConfig(patients=patients, seed=SEED, data_dir=DEMO / "cliniko")
-    print(f"1. Local Cliniko, {patients:,} synthetic patients ...", end=" ", flush=True)
+    print(f"1. Local Cliniko, a clinic of {patients:,} synthetic patients ...", end=" ", flush=True)
     with SandboxServer(config) as server:
         print(server.base_url)
         meltano = Meltano(
@@ -312,43 +485,45 @@ def run_local(patients: int = PATIENTS) -> None:
         meltano("install", *PIPELINE, MODELS)
         print(f"ready ({time.monotonic() - started:.0f}s)")
 
-        print(f"3. meltano run {' '.join(PIPELINE)}   (first run: everything)")
+        print(f"3. meltano run {' '.join(PIPELINE)}   (first run: every default stream)")
         took = meltano.run()
-        first = warehouse.loaded_since(None)
-        check_first_load(server, first)
-        show_counts(
-            f"loaded in {took:.1f}s into {rel(WAREHOUSE)}",
-            {s: len(rows) for s, rows in first.items()},
-        )
+        check_first_load(server, warehouse)
+        show_counts(f"loaded in {took:.1f}s into {rel(WAREHOUSE)}", warehouse.counts())
         print("   a few patients (19-digit ids, as Cliniko has them)")
         for patient_id, name, city, updated in warehouse.samples():
             print(f"     {patient_id}  {name:<20} {city:<12} {updated}")
+        answer_questions(warehouse)
         before = meltano.bookmarks()
         mark = warehouse.last_load()
 
-        print("4. A clinic's day, through the API: 1 new, 5 updated, 3 archived, 2 deleted")
-        changed = change_some_patients(server)
+        print(
+            "4. A clinic's day, through the API: patients (1 new, 5 updated, 3 archived,"
+            " 2 deleted),\n   appointments (1 booked, 1 cancelled, 1 did not arrive, 1 deleted),"
+            " invoices (1 paid, 1 new)"
+        )
+        changed = change_some_patients(server) | change_some_appointments(server)
 
         print(f"5. meltano run {' '.join(PIPELINE)}   (second run: incremental)")
         took = meltano.run()
         second = warehouse.loaded_since(mark)
         print(f"   rows written in {took:.1f}s (changed + re-read at the bookmark's second)")
-        for stream in STREAMS:
-            ids = {row[0] for row in second[stream]}
-            at_bookmark = {i for i, updated in second[stream] if updated == before[stream]}
-            missing = changed[stream] - ids
+        for stream, wanted in changed.items():
+            rows = second.get(stream, [])
+            ids = {row[0] for row in rows}
+            missing = wanted - ids
             if missing:
-                raise DemoError(f"{stream}: changed patients not loaded: {sorted(missing)}")
-            reread = at_bookmark - changed[stream]
-            other = ids - changed[stream] - reread
-            line = f"     {stream:<18} {len(ids):>6,} = {len(changed[stream])} changed"
+                raise DemoError(f"{stream}: changed rows not loaded: {sorted(missing)}")
+            at_bookmark = {i for i, updated in rows if updated == before.get(stream)}
+            reread = at_bookmark - wanted
+            other = ids - wanted - reread
+            line = f"     {stream:<24} {len(ids):>6,} = {len(wanted)} changed"
             line += f" + {len(reread)} at the bookmark"
             print(line + (f" + {len(other)} other" if other else ""))
-        show_bookmarks(before, meltano.bookmarks())
+        show_bookmarks(before, meltano.bookmarks(), list(changed))
 
         print(f"6. meltano invoke {MODELS}:build   (transform/: models and their dbt tests)")
         took = meltano.build_models()
-        show_models(warehouse, took, {i for ids in changed.values() for i in ids})
+        show_models(warehouse, took, {i for s in PATIENT_STREAMS for i in changed.get(s, set())})
         check_models(server, warehouse)
     print(
         f"7. Local Cliniko stopped. Explore {rel(WAREHOUSE)} (schemas {SCHEMA}, {MODELS_SCHEMA}):"
@@ -371,12 +546,13 @@ def run_real() -> None:
     took = meltano.run()
     written = {s: len(rows) for s, rows in warehouse.loaded_since(mark).items()}
     show_counts(f"rows written in {took:.1f}s into {rel(WAREHOUSE)}", written)
-    show_bookmarks(before, meltano.bookmarks())
+    answer_questions(warehouse)
+    show_bookmarks(before, meltano.bookmarks(), sorted(written))
     print(f"3. meltano invoke {MODELS}:build   (transform/: models and their dbt tests)")
     took = meltano.build_models()
     counts = warehouse.current_by_status()
     print(f"   {MODELS_SCHEMA}.patients_current built and tested in {took:.1f}s: {counts}")
-    print("   run the demo again: only patients changed since then are read.")
+    print("   run the demo again: only rows changed since then are read.")
 
 
 def main(argv: list[str] | None = None) -> int:

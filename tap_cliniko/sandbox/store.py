@@ -1,44 +1,47 @@
-"""Patients in one SQLite file: filtering, sorting, counting and paging are real queries."""
+"""Every collection of one account in one SQLite file: filters, sorts, counts and pages are queries.
+
+One table per collection, all of one layout: id, the lifecycle times (created, updated,
+archived, cancelled, deleted) as columns with indexes, and the rest of the record as JSON that
+filters reach with json_extract. resources.py says how each collection behaves.
+"""
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from tap_cliniko.sandbox.resources import (
+    BY_NAME,
+    RESOURCES,
+    STORED,
+    VARIANT_MEMBERS,
+    Nested,
+    Resource,
+)
 from tap_cliniko.sandbox.synth import iso, synthetic_patients
 
-# Which rows each list route holds (the partial indexes repeat these conditions exactly).
-ROUTE_MEMBERS = {
-    "active": "deleted_at IS NULL AND archived_at IS NULL",
-    "archived": "deleted_at IS NULL AND archived_at IS NOT NULL",
-    "deleted": "deleted_at IS NOT NULL",
-}
 CURRENT_ID_BASE = 1_100_000_000_000_000_000  # 19-digit ids, as on today's accounts
-CURRENT_ID_STEP = 7919
-TIME_COLUMNS = ("created_at", "updated_at", "archived_at", "deleted_at")
-TEXT_COLUMNS = ("email", "first_name", "last_name", "old_reference_id", "preferred_first_name")
-SEARCHABLE = frozenset(
-    {"accepted_privacy_policy", "archived_at", "created_at", "date_of_birth", "id", *TEXT_COLUMNS}
-    | {"updated_at"}
-)
+CURRENT_ID_STEP = 7919  # ids of different collections never meet (each has its own offset)
+LEGACY_ID_STEP = 64
+TIME_COLUMNS = ("created_at", "updated_at", "archived_at", "cancelled_at", "deleted_at")
+COLUMNS = ("id", *TIME_COLUMNS)
+ROW = f"({', '.join(COLUMNS)}, data) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+OFFSETS = {resource.name: index for index, resource in enumerate(STORED)}  # patients: 0
+LAYOUT_VERSION = 2  # bump when the tables change: an older file is rebuilt from the seed
 SEARCHABLE_CURRENT_DELETED = frozenset({"deleted_at", "id"})
-SORTABLE = frozenset({"created_at", "updated_at", "id", "archived_at", "deleted_at"}) | {
-    "first_name",
-    "last_name",
-}
 SORT_MODES = ("honoured", "ignored", "refused")  # what the server does with a sort on id
 BAD_SORT = "Sort parameter must be a valid column name"
+NOT_SEARCHABLE = "This column is not searchable."
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,63}$")
-WRITABLE = frozenset(
+PATIENT_WRITABLE = frozenset(
     {
         "first_name",
         "last_name",
@@ -82,8 +85,7 @@ WRITABLE = frozenset(
         "custom_fields",
     }
 )
-COLUMNS = ("id", *TIME_COLUMNS, "date_of_birth", *TEXT_COLUMNS, "accepted_privacy_policy")
-PLACEHOLDERS = ",".join("?" * (len(COLUMNS) + 1))  # the columns, then the JSON of the rest
+NOT_WRITABLE = frozenset({"id", "links", *TIME_COLUMNS})
 
 
 class QueryError(ValueError):
@@ -105,63 +107,102 @@ class Condition:
     column: str
     operator: str
     value: str
+    kind: str = "string"
 
 
 DATETIME_OPS = (">=", "<=", "!?", ">", "<", "?", "*")
 VALUE_OPS = ("!=", ">=", "<=", ">", "<", "=", "~")
 TIME_VALUE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]00:?00)$")
 DATE_VALUE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+NUMBER_VALUE = re.compile(r"^-?\d+$")
 
 
-def parse_condition(text: str, searchable: frozenset[str]) -> Condition:
-    """Parse `field:OPvalue`, refusing columns that cannot be searched."""
+def parse_condition(text: str, searchable: dict[str, str]) -> Condition:
+    """Parse `field:OPvalue` against searchable (column -> format), refusing other columns."""
     column, _, rest = text.partition(":")
-    if column not in searchable:
-        raise QueryError("This column is not searchable.")
-    if column in TIME_COLUMNS:
+    kind = searchable.get(column)
+    if kind is None:
+        raise QueryError(NOT_SEARCHABLE)
+    if kind == "date-time":
         operator = next((op for op in DATETIME_OPS if rest.startswith(op)), None)
         value = rest[len(operator) :] if operator else ""
         if operator is None or (operator in (">=", "<=", ">", "<") and not TIME_VALUE.match(value)):
             raise QueryError(f"Invalid filter value for {column}.")
-        return Condition(column, operator, value[:19] + "Z" if value else "")
+        return Condition(column, operator, value[:19] + "Z" if value else "", kind)
     if rest in ("?", "!?"):
-        return Condition(column, rest, "")
+        return Condition(column, rest, "", kind)
     operator = next((op for op in VALUE_OPS if rest.startswith(op)), None)
     if operator is None:
         raise QueryError(f"Invalid filter for {column}.")
     value = rest[len(operator) :]
-    if column == "id" and not value.isdigit() and operator not in ("?", "!?"):
-        raise QueryError("Invalid filter value for id.")
-    if column == "date_of_birth" and operator != "~" and not DATE_VALUE.match(value):
-        raise QueryError("Invalid filter value for date_of_birth.")
-    return Condition(column, operator, value)
+    numeric = kind in ("int64", "integer") or (kind == "array" and column.endswith("_ids"))
+    if numeric and not all(NUMBER_VALUE.match(v) for v in value.split(",")):
+        raise QueryError(f"Invalid filter value for {column}.")
+    if kind == "date" and operator != "~" and not DATE_VALUE.match(value):
+        raise QueryError(f"Invalid filter value for {column}.")
+    if kind == "boolean" and value.lower() not in ("true", "false"):
+        raise QueryError(f"Invalid filter value for {column}.")
+    return Condition(column, operator, value, kind)
+
+
+def column_sql(column: str) -> str:
+    """A column of the table, or a field of the record's JSON."""
+    return column if column in COLUMNS else f"json_extract(data, '$.{column}')"
 
 
 def condition_sql(condition: Condition) -> tuple[str, list[Any]]:
     """SQL for one condition."""
-    column, operator, value = condition.column, condition.operator, condition.value
+    column, operator, value = column_sql(condition.column), condition.operator, condition.value
     if operator == "*":
         return "1=1", []
     if operator == "?":
         return f"{column} IS NOT NULL", []
     if operator == "!?":
         return f"{column} IS NULL", []
-    if column == "accepted_privacy_policy":
-        flag = {"true": 1, "false": 0}.get(value.lower())
-        if flag is None:
-            raise QueryError("Invalid filter value for accepted_privacy_policy.")
-        return (
-            "accepted_privacy_policy = ?" if operator == "=" else "accepted_privacy_policy IS NOT ?"
-        ), [flag]
+    if condition.kind == "boolean":
+        flag = int(value.lower() == "true")
+        return (f"{column} = ?" if operator == "=" else f"{column} IS NOT ?"), [flag]
+    if condition.kind == "array":  # the record's list holds the value
+        member = f"EXISTS (SELECT 1 FROM json_each(data, '$.{condition.column}') WHERE value = ?)"
+        argument: Any = int(value) if value.isdigit() else value
+        return (member if operator != "!=" else f"NOT {member}"), [argument]
     if operator == "~":
         return f"lower({column}) LIKE ?", [f"%{value.lower()}%"]
     sql_operator = "<>" if operator == "!=" else operator
-    argument: Any = int(value) if column == "id" else value
-    return f"{column} {sql_operator} ?", [argument]
+    if condition.kind in ("int64", "integer"):
+        numbers = [int(v) for v in value.split(",")]
+        if operator == "=" and len(numbers) > 1:  # `id:=1,2,3`: any of them
+            return f"{column} IN ({','.join('?' * len(numbers))})", list(numbers)
+        return f"{column} {sql_operator} ?", [numbers[0]]
+    return f"{column} {sql_operator} ?", [value]
+
+
+def route_members(resource: Resource, variant: str, filters: Sequence[str]) -> str:
+    """Which rows a list route holds before its q[] filters.
+
+    A plain list hides deleted rows, and rows carrying a hidden marker unless a filter names it
+    (`archived_at:*` brings archived rows back, `archived_at:?` selects only them).
+    """
+    if variant:
+        return VARIANT_MEMBERS[variant]
+    members = ["deleted_at IS NULL"]
+    named = {text.partition(":")[0] for text in filters}
+    members += [f"{marker} IS NULL" for marker in resource.hidden if marker not in named]
+    if resource.plain:
+        members.append(resource.plain)
+    return " AND ".join(members)
+
+
+def status_of(record: dict[str, Any]) -> str:
+    """deleted, archived, cancelled or active: the row's lifecycle state."""
+    for marker in ("deleted", "archived", "cancelled"):
+        if record.get(f"{marker}_at"):
+            return marker
+    return "active"
 
 
 class Store:
-    """The patients of one local Cliniko account, in a SQLite file that survives restarts."""
+    """The collections of one local Cliniko account, in a SQLite file that survives restarts."""
 
     def __init__(
         self,
@@ -171,12 +212,14 @@ class Store:
         clock: Callable[[], datetime],
         archive_touches_updated_at: bool = True,
         unarchive_touches_updated_at: bool = True,
+        cancel_touches_updated_at: bool = True,
         sort_mode: str = "honoured",
     ) -> None:
         self.behaviour = behaviour
         self.clock = clock
         self.archive_touches_updated_at = archive_touches_updated_at
         self.unarchive_touches_updated_at = unarchive_touches_updated_at
+        self.cancel_touches_updated_at = cancel_touches_updated_at
         self.sort_mode = sort_mode
         self.link_base = "http://127.0.0.1/v1"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,78 +227,115 @@ class Store:
         self._lock = threading.RLock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS patients (id INTEGER PRIMARY KEY, created_at TEXT"
-                " NOT NULL, updated_at TEXT NOT NULL, archived_at TEXT, deleted_at TEXT,"
-                " date_of_birth TEXT, email TEXT, first_name TEXT, last_name TEXT,"
-                " old_reference_id TEXT, preferred_first_name TEXT,"
-                " accepted_privacy_policy INTEGER, data TEXT NOT NULL)"
-            )
-            # One pair of partial indexes per list route, so that keyset pages (by id), page
-            # numbers (by created_at), and each page's count(*) read only that route's rows.
-            for old in ("by_archived_at", "by_deleted_at", "by_deleted_at_archived_at"):
-                self._db.execute(f"DROP INDEX IF EXISTS {old}")  # earlier versions' indexes
-            self._db.execute(
-                "CREATE INDEX IF NOT EXISTS by_created_at_id ON patients (created_at, id)"
-            )
-            self._db.execute("CREATE INDEX IF NOT EXISTS by_updated_at ON patients (updated_at)")
-            for route, members in ROUTE_MEMBERS.items():
-                for name, columns in (("id", "id"), ("created", "created_at, id")):
-                    self._db.execute(
-                        f"CREATE INDEX IF NOT EXISTS {route}_by_{name} ON patients ({columns})"
-                        f" WHERE {members}"
-                    )
+            if self._db.execute("PRAGMA user_version").fetchone()[0] != LAYOUT_VERSION:
+                self._drop_everything()
+            for resource in STORED:
+                self._create_table(resource.name)
+            self._create_union_views()
+            self._db.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
 
-    def count(self) -> int:
-        """How many patients the account holds, deleted ones included."""
+    def _drop_everything(self) -> None:
+        for kind, name in self._db.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view')"
+        ).fetchall():
+            self._db.execute(f"DROP {kind.upper()} IF EXISTS {name}")
+
+    def _create_table(self, name: str) -> None:
+        resource = BY_NAME[name]
+        self._db.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL,"
+            " updated_at TEXT NOT NULL, archived_at TEXT, cancelled_at TEXT, deleted_at TEXT,"
+            " data TEXT NOT NULL)"
+        )
+        # Partial indexes per list route, so that keyset pages (by id), page numbers (by
+        # created_at) and each page's count(*) read only that route's rows.
+        self._db.execute(f"CREATE INDEX IF NOT EXISTS {name}_by_created ON {name} (created_at, id)")
+        self._db.execute(f"CREATE INDEX IF NOT EXISTS {name}_by_updated ON {name} (updated_at)")
+        routes = {"plain": route_members(resource, "", [])}
+        routes |= {variant: VARIANT_MEMBERS[variant] for variant in resource.variants}
+        if resource.hidden:
+            routes["all"] = route_members(resource, "", resource.hidden)
+        for route, members in routes.items():
+            for index, columns in (("id", "id"), ("created", "created_at, id")):
+                self._db.execute(
+                    f"CREATE INDEX IF NOT EXISTS {name}_{route}_by_{index} ON {name} ({columns})"
+                    f" WHERE {members}"
+                )
+
+    def _create_union_views(self) -> None:
+        for resource in RESOURCES:
+            if not resource.union:
+                continue
+            parts = []
+            for source in resource.union:
+                # An individual appointment's one patient, as the union's patient_ids.
+                data = (
+                    "json_set(data, '$.patient_ids', json_array(data ->> '$.patient_id'))"
+                    if "patient_ids" not in {n for n, _ in BY_NAME[source].fields}
+                    else "data"
+                )
+                columns = ", ".join(COLUMNS)
+                parts.append(
+                    f"SELECT {columns}, {data} AS data, '{source}' AS source FROM {source}"
+                )
+            self._db.execute(
+                f"CREATE VIEW IF NOT EXISTS {resource.name} AS {' UNION ALL '.join(parts)}"
+            )
+
+    # Identity
+
+    def new_id(self, name: str, serial: int) -> int:
+        """The id of a collection's serial-th row: unique across collections."""
+        offset = OFFSETS[name]
+        if self.behaviour == "legacy":
+            return serial if name == "patients" else serial * LEGACY_ID_STEP + offset
+        return CURRENT_ID_BASE + serial * CURRENT_ID_STEP + offset
+
+    def _next_serial(self, name: str) -> int:
+        top = self._db.execute(f"SELECT max(id) FROM {name}").fetchone()[0]
+        if top is None:
+            return 1
+        if self.behaviour == "legacy":
+            return top + 1 if name == "patients" else top // LEGACY_ID_STEP + 1
+        return (top - CURRENT_ID_BASE) // CURRENT_ID_STEP + 1
+
+    @staticmethod
+    def _row(record: dict[str, Any]) -> tuple[Any, ...]:
+        data = {k: v for k, v in record.items() if k not in COLUMNS}
+        return (*(record.get(c) for c in COLUMNS), msgspec.json.encode(data).decode())
+
+    @staticmethod
+    def _record(row: Sequence[Any]) -> dict[str, Any]:
+        record = dict(zip(COLUMNS, row[: len(COLUMNS)], strict=True))
+        record.update(msgspec.json.decode(row[len(COLUMNS)]))
+        if len(row) > len(COLUMNS) + 1:
+            record["_source"] = row[-1]
+        return record
+
+    # Seeding
+
+    def count(self, name: str = "patients") -> int:
+        """How many rows a collection holds, deleted ones included."""
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM patients").fetchone()[0])
+            return int(self._db.execute(f"SELECT count(*) FROM {name}").fetchone()[0])
 
-    def seed(self, count: int, seed: int) -> None:
-        """Fill an empty store with synthetic patients."""
+    def seed(self, count: int, seed: int, *, collections: float = 1.0) -> None:
+        """Fill an empty store: count synthetic patients and, scaled by collections, a clinic."""
+        from tap_cliniko.sandbox.clinic import synthetic_clinic
+
         with self._lock:
             if self.count():
                 return
-            rows = [
-                self._row(self._new_id(serial), patient)
-                for serial, patient in enumerate(synthetic_patients(count, seed, self.clock()), 1)
-            ]
+            patients = synthetic_patients(count, seed, self.clock())
+            for serial, patient in enumerate(patients, 1):
+                patient["id"] = self.new_id("patients", serial)
+            rows = {"patients": patients}
+            if collections > 0:
+                rows |= synthetic_clinic(patients, seed, self.clock(), collections, self.new_id)
             self._db.execute("BEGIN")
-            self._db.executemany(f"INSERT INTO patients VALUES ({PLACEHOLDERS})", rows)
+            for name, records in rows.items():
+                self._db.executemany(f"INSERT INTO {name} {ROW}", [self._row(r) for r in records])
             self._db.execute("COMMIT")
-
-    def _new_id(self, serial: int) -> int:
-        return serial if self.behaviour == "legacy" else CURRENT_ID_BASE + serial * CURRENT_ID_STEP
-
-    def _next_serial(self) -> int:
-        top = self._db.execute("SELECT max(id) FROM patients").fetchone()[0]
-        if top is None:
-            return 1
-        return (
-            top + 1
-            if self.behaviour == "legacy"
-            else (top - CURRENT_ID_BASE) // CURRENT_ID_STEP + 1
-        )
-
-    @staticmethod
-    def _row(patient_id: int, patient: dict[str, Any]) -> tuple[Any, ...]:
-        data = {k: v for k, v in patient.items() if k not in COLUMNS}
-        consent = patient.get("accepted_privacy_policy")
-        return (
-            patient_id,
-            *(patient.get(c) for c in TIME_COLUMNS),
-            patient.get("date_of_birth"),
-            *(patient.get(c) for c in TEXT_COLUMNS),
-            None if consent is None else int(consent),
-            json.dumps(data, ensure_ascii=False),
-        )
-
-    def _patient(self, row: Sequence[Any]) -> dict[str, Any]:
-        patient = dict(zip(COLUMNS, row[:-1], strict=True))
-        consent = patient["accepted_privacy_policy"]
-        patient["accepted_privacy_policy"] = None if consent is None else bool(consent)
-        patient.update(msgspec.json.decode(row[-1]))
-        return patient
 
     # Reading
 
@@ -266,160 +346,409 @@ class Store:
         sort: str | None,
         page: int,
         per_page: int,
+        *,
+        resource: str = "patients",
+        nested: tuple[Nested, int] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of a list route and the total the filters select."""
-        where, args = self._membership(route, filters)
+        """One page of a list route and the total its filters select.
+
+        route is "" or "active" for the plain list, else a variant ("archived", "deleted", ...).
+        """
+        served = BY_NAME[resource]
+        variant = "" if route == "active" and served.name == "patients" else route
+        if served.computed:
+            return self._computed_page(served, filters, sort, page, per_page, nested)
+        where = [route_members(served, variant, filters)]
+        args: list[Any] = []
+        if nested is not None:
+            sql, values = self._nested_sql(*nested)
+            where.append(sql)
+            args.extend(values)
+        searchable = self._searchable(served, variant)
         for text in filters:
-            searchable = (
-                SEARCHABLE_CURRENT_DELETED
-                if route == "deleted" and self.behaviour == "current"
-                else SEARCHABLE | ({"deleted_at"} if route == "deleted" else set())
-            )
             sql, values = condition_sql(parse_condition(text, searchable))
             where.append(sql)
             args.extend(values)
-        order = self._order(sort)
-        clause = " AND ".join(where) or "1=1"
+        order = self._order(served, sort)
+        clause = " AND ".join(where)
+        select = f"SELECT {', '.join(COLUMNS)}, data" + (", source" if served.union else "")
         with self._lock:
-            total = self._db.execute(f"SELECT count(*) FROM patients WHERE {clause}", args)
+            total = self._db.execute(f"SELECT count(*) FROM {served.name} WHERE {clause}", args)
             count = int(total.fetchone()[0])
             rows = self._db.execute(
-                f"SELECT * FROM patients WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                f"{select} FROM {served.name} WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
                 [*args, per_page, (page - 1) * per_page],
             ).fetchall()
-        return [self._patient(row) for row in rows], count
+        return [self._record(row) for row in rows], count
 
-    @staticmethod
-    def _membership(route: str, filters: list[str]) -> tuple[list[str], list[Any]]:
-        if route == "active" and any(f.startswith("archived_at:") for f in filters):
-            return ["deleted_at IS NULL"], []
-        return [ROUTE_MEMBERS[route]], []
+    def _searchable(self, resource: Resource, variant: str) -> dict[str, str]:
+        if variant == "deleted":
+            if self.behaviour == "current":
+                return {"deleted_at": "date-time", "id": "int64"}
+            return {**resource.filters, "deleted_at": "date-time"}
+        return resource.filters
 
-    def _order(self, sort: str | None) -> str:
+    def _nested_sql(self, nested: Nested, parent_id: int) -> tuple[str, list[Any]]:
+        link = nested.link
+        if link.startswith("="):
+            return f"{column_sql(link[1:])} = ?", [parent_id]
+        if link.startswith("^"):  # the parent row lists its children
+            parent = self.get(parent_id, nested.parent)
+            ids = (parent or {}).get(link[1:]) or []
+            return f"id IN ({','.join('?' * len(ids)) or 'NULL'})", list(ids)
+        return f"EXISTS (SELECT 1 FROM json_each(data, '$.{link}') WHERE value = ?)", [parent_id]
+
+    def _order(self, resource: Resource, sort: str | None) -> str:
         terms = []
         parts = [part.strip().partition(":") for part in (sort or "created_at").split(",")]
         if any(column == "id" for column, _, _ in parts) and self.sort_mode != "honoured":
             if self.sort_mode == "refused":
                 raise QueryError(BAD_SORT)
             parts = [("created_at", "", "")]  # "ignored": the default order, silently
+        sortable = resource.sortable | ({"deleted_at"} & resource.markers)
         for column, _, direction in parts:
-            if column not in SORTABLE or direction not in ("", "asc", "desc"):
+            if column not in sortable or direction not in ("", "asc", "desc"):
                 raise QueryError(BAD_SORT)
-            terms.append(f"{column} {'DESC' if direction == 'desc' else 'ASC'}")
+            terms.append(f"{column_sql(column)} {'DESC' if direction == 'desc' else 'ASC'}")
         if not any(t.startswith("id ") for t in terms):
             terms.append("id ASC")  # a stable order, so that page numbers mean something
         return ", ".join(terms)
 
-    def get(self, patient_id: int | str) -> dict[str, Any] | None:
-        """One patient, deleted or not, or None."""
+    def _computed_page(
+        self,
+        resource: Resource,
+        filters: list[str],
+        sort: str | None,
+        page: int,
+        per_page: int,
+        nested: tuple[Nested, int] | None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        if filters:
+            raise QueryError(NOT_SEARCHABLE)
+        self._order(resource, sort)  # refuses what the route cannot sort by
+        rows = self.services()
+        if nested is not None:
+            rows = [r for r in rows if r["business_id"] == nested[1]]
+        return rows[(page - 1) * per_page : page * per_page], len(rows)
+
+    def services(self) -> list[dict[str, Any]]:
+        """Which practitioners offer each appointment type at each business (no ids, no times)."""
+        with self._lock:
+            businesses = self._live("businesses", "archived_at IS NULL")
+            types = {t["id"]: t for t in self._live("appointment_types", "archived_at IS NULL")}
+            practitioners = self._live("practitioners", "json_extract(data, '$.active') = 1")
+        rows = []
+        for business in businesses:
+            for type_id in business.get("appointment_type_ids") or []:
+                if type_id not in types:
+                    continue
+                offering = [
+                    p["id"]
+                    for p in practitioners
+                    if business["id"] in (p.get("business_ids") or [])
+                    and type_id in (p.get("appointment_type_ids") or [])
+                ]
+                rows.append(
+                    {
+                        "business_id": business["id"],
+                        "appointment_type_id": type_id,
+                        "practitioners_ids": offering,
+                    }
+                )
+        return rows
+
+    def _live(self, name: str, condition: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            f"SELECT {', '.join(COLUMNS)}, data FROM {name}"
+            f" WHERE deleted_at IS NULL AND {condition} ORDER BY created_at, id"
+        ).fetchall()
+        return [self._record(row) for row in rows]
+
+    def get(self, record_id: int | str, name: str = "patients") -> dict[str, Any] | None:
+        """One row, deleted or not, or None."""
+        resource = BY_NAME[name]
+        if resource.computed or not str(record_id).isdigit():
+            return None
+        select = f"SELECT {', '.join(COLUMNS)}, data" + (", source" if resource.union else "")
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM patients WHERE id = ?", [int(patient_id)]
+                f"{select} FROM {name} WHERE id = ?", [int(record_id)]
             ).fetchone()
-        return None if row is None else self._patient(row)
+        return None if row is None else self._record(row)
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Every patient's status and full record as GET /patients/:id renders it."""
+    def get_live(self, record_id: int | str, name: str = "patients") -> dict[str, Any] | None:
+        """One row that is not deleted, or None."""
+        record = self.get(record_id, name)
+        return None if record is None or record["deleted_at"] else record
+
+    def snapshot(self, name: str = "patients") -> dict[str, dict[str, Any]]:
+        """Every row's status and full record as GET /NAME/:id renders it, by id."""
+        resource = BY_NAME[name]
+        if resource.computed:
+            records = self.services()
+            return {
+                f"{r['business_id']}:{r['appointment_type_id']}": {
+                    "status": "active",
+                    "record": self.render(r, self.link_base, name=name),
+                }
+                for r in records
+            }
+        select = f"SELECT {', '.join(COLUMNS)}, data" + (", source" if resource.union else "")
         with self._lock:
-            rows = self._db.execute("SELECT * FROM patients ORDER BY id").fetchall()
+            rows = self._db.execute(f"{select} FROM {name} ORDER BY id").fetchall()
         result = {}
         for row in rows:
-            patient = self._patient(row)
-            status = (
-                "deleted"
-                if patient["deleted_at"]
-                else "archived"
-                if patient["archived_at"]
-                else "active"
-            )
-            result[str(patient["id"])] = {
+            record = self._record(row)
+            status = status_of(record)
+            if name == "practitioners" and status == "active" and not record.get("active"):
+                status = "inactive"
+            result[str(record["id"])] = {
                 "status": status,
-                "record": self.render(patient, self.link_base),
+                "record": self.render(record, self.link_base, name=name),
             }
         return result
 
-    # Writing
+    # Writing: every collection
 
-    def create_patient(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """Create a patient (422 rules of the API); return it rendered."""
-        self._validate(fields, creating=True)
+    def create(self, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Create a row (422 rules of the API); return it rendered."""
+        resource = BY_NAME[name]
+        self._validate(resource, fields, creating=True)
         with self._lock:
             now = iso(self.clock())
-            patient = {k: v for k, v in fields.items() if k in WRITABLE}
-            patient.update(created_at=now, updated_at=now, archived_at=None, deleted_at=None)
-            patient.setdefault("patient_phone_numbers", [])
-            patient_id = self._new_id(self._next_serial())
-            self._db.execute(
-                f"INSERT INTO patients VALUES ({PLACEHOLDERS})",
-                self._row(patient_id, patient),
-            )
-            return self.render(self._require(patient_id), self.link_base)
+            record = self._writable(resource, fields)
+            record.update({c: None for c in TIME_COLUMNS}, created_at=now, updated_at=now)
+            if name == "patients":
+                record.setdefault("patient_phone_numbers", [])
+            record["id"] = self.new_id(name, self._next_serial(name))
+            self._fill_defaults(resource, record)
+            self._db.execute(f"INSERT INTO {name} {ROW}", self._row(record))
+            self._after_create(resource, record)
+            return self.render(self._require(record["id"], name), self.link_base, name=name)
 
-    def update_patient(self, patient_id: int | str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Change some fields and touch updated_at; return the patient rendered."""
-        self._validate(fields, creating=False)
+    def update(self, name: str, record_id: int | str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Change some fields and touch updated_at; return the row rendered."""
+        resource = BY_NAME[name]
+        self._validate(resource, fields, creating=False)
         with self._lock:
-            patient = self._require(patient_id)
-            patient.update({k: v for k, v in fields.items() if k in WRITABLE})
-            patient["updated_at"] = iso(self.clock())
-            self._replace(patient)
-            return self.render(patient, self.link_base)
+            record = self._require(record_id, name)
+            record.update(self._writable(resource, fields))
+            record["updated_at"] = iso(self.clock())
+            self._replace(name, record)
+            return self.render(record, self.link_base, name=name)
 
-    def archive_patient(self, patient_id: int | str) -> None:
+    def archive(self, name: str, record_id: int | str) -> None:
         """Archive; moves updated_at only when the account is set to."""
-        with self._lock:
-            patient = self._require(patient_id)
-            now = iso(self.clock())
-            patient["archived_at"] = now
-            if self.archive_touches_updated_at:
-                patient["updated_at"] = now
-            self._replace(patient)
+        self._mark(name, record_id, "archived_at", self.archive_touches_updated_at)
 
-    def unarchive_patient(self, patient_id: int | str) -> dict[str, Any]:
+    def unarchive(self, name: str, record_id: int | str) -> dict[str, Any]:
         """Unarchive; moves updated_at only when the account is set to."""
         with self._lock:
-            patient = self._require(patient_id)
-            patient["archived_at"] = None
+            record = self._require(record_id, name)
+            record["archived_at"] = None
             if self.unarchive_touches_updated_at:
-                patient["updated_at"] = iso(self.clock())
-            self._replace(patient)
-            return self.render(patient, self.link_base)
+                record["updated_at"] = iso(self.clock())
+            self._replace(name, record)
+            return self.render(record, self.link_base, name=name)
 
-    def delete_patient(self, patient_id: int | str) -> None:
-        """Delete; sets deleted_at and updated_at."""
+    def cancel(
+        self, name: str, record_id: int | str, fields: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Cancel an appointment or attendee (with its attendees); it cannot be undone."""
+        if "cancelled_at" not in BY_NAME[name].markers:
+            raise KeyError(str(record_id))
+        reason = (fields or {}).get("cancellation_reason", 50)
+        extra = {
+            "cancellation_reason": reason,
+            "cancellation_reason_description": CANCELLATION_REASONS.get(reason, "Other"),
+            "cancellation_note": (fields or {}).get("cancellation_note"),
+        }
+        self._mark(name, record_id, "cancelled_at", self.cancel_touches_updated_at, extra)
+        return self.render(self._require(record_id, name), self.link_base, name=name)
+
+    def delete(self, name: str, record_id: int | str) -> None:
+        """Delete as the collection does: soft (deleted_at), hard (gone), or archive."""
+        resource = BY_NAME[name]
+        if resource.deletion == "archive":
+            self.archive(name, record_id)
+        elif resource.deletion == "hard":
+            with self._lock:
+                self._require(record_id, name)
+                self._db.execute(f"DELETE FROM {name} WHERE id = ?", [int(record_id)])
+        else:
+            self._mark(name, record_id, "deleted_at", True)
+
+    def _mark(
+        self,
+        name: str,
+        record_id: int | str,
+        marker: str,
+        touch: bool,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         with self._lock:
-            patient = self._require(patient_id)
+            record = self._require(record_id, name)
             now = iso(self.clock())
-            patient["deleted_at"] = now
-            patient["updated_at"] = now
-            self._replace(patient)
+            record[marker] = now
+            record.update(extra or {})
+            if touch:
+                record["updated_at"] = now
+            self._replace(name, record)
+            for child, key in BY_NAME[name].cascade:
+                if marker not in BY_NAME[child].markers:
+                    continue
+                for row in self._db.execute(
+                    f"SELECT id FROM {child} WHERE {column_sql(key)} = ?"
+                    f" AND deleted_at IS NULL AND {marker} IS NULL",
+                    [record["id"]],
+                ).fetchall():
+                    self._mark(child, row[0], marker, touch, extra)
 
-    def _require(self, patient_id: int | str) -> dict[str, Any]:
-        patient = self.get(patient_id)
-        if patient is None or patient["deleted_at"]:
-            raise KeyError(str(patient_id))
-        return patient
+    def _require(self, record_id: int | str, name: str = "patients") -> dict[str, Any]:
+        record = self.get_live(record_id, name)
+        if record is None:
+            raise KeyError(str(record_id))
+        return record
 
-    def _replace(self, patient: dict[str, Any]) -> None:
-        row = self._row(patient["id"], patient)
-        self._db.execute(f"REPLACE INTO patients VALUES ({PLACEHOLDERS})", row)
+    def _replace(self, name: str, record: dict[str, Any]) -> None:
+        self._db.execute(f"REPLACE INTO {name} {ROW}", self._row(record))
 
     @staticmethod
-    def _validate(fields: dict[str, Any], *, creating: bool) -> None:
+    def _writable(resource: Resource, fields: dict[str, Any]) -> dict[str, Any]:
+        if resource.name == "patients":
+            return {k: v for k, v in fields.items() if k in PATIENT_WRITABLE}
+        names = {n for n, kind in resource.fields if not kind.startswith(("url:", "self"))}
+        names |= {f"{n}_id" for n, kind in resource.fields if kind.startswith("ref:")}
+        names |= set(resource.filters)
+        return {
+            k: int(v) if k.endswith("_id") and isinstance(v, str) and v.isdigit() else v
+            for k, v in fields.items()
+            if k in names and k not in NOT_WRITABLE
+        }
+
+    def _fill_defaults(self, resource: Resource, record: dict[str, Any]) -> None:
+        """What Cliniko fills in itself: an appointment's end, an invoice's number."""
+        if resource.name in ("individual_appointments", "group_appointments"):
+            if not record.get("ends_at"):
+                kind = self.get(record["appointment_type_id"], "appointment_types") or {}
+                record["ends_at"] = _plus_minutes(
+                    record["starts_at"], kind.get("duration_in_minutes") or 30
+                )
+            record.setdefault("did_not_arrive", False)
+            record.setdefault("patient_arrived", False)
+        if resource.name == "individual_appointments":
+            patient = self.get(record["patient_id"]) or {}
+            record.setdefault("patient_name", patient.get("label"))
+        if resource.name == "group_appointments":
+            record.setdefault("patient_ids", [])
+            record.setdefault("max_attendees", 8)
+        if resource.name == "invoices":
+            top = self._db.execute("SELECT max(json_extract(data, '$.number')) FROM invoices")
+            record.setdefault("number", (top.fetchone()[0] or 0) + 1)
+            record.setdefault("status", 10)
+            record.setdefault("status_description", "Open")
+            record.setdefault("issue_date", record["created_at"][:10])
+
+    def _after_create(self, resource: Resource, record: dict[str, Any]) -> None:
+        """An individual appointment comes with its attendee; an attendee joins its group."""
+        if resource.name == "individual_appointments":
+            self.create(
+                "attendees", {"booking_id": record["id"], "patient_id": record["patient_id"]}
+            )
+        if resource.name == "attendees":
+            group = self.get(record["booking_id"], "group_appointments")
+            if group is not None and record["patient_id"] not in group["patient_ids"]:
+                group["patient_ids"].append(record["patient_id"])
+                group["updated_at"] = record["updated_at"]
+                self._replace("group_appointments", group)
+
+    @staticmethod
+    def _validate(resource: Resource, fields: dict[str, Any], *, creating: bool) -> None:
         errors: dict[str, list[str]] = {}
-        for name in ("first_name", "last_name"):
+        for name in resource.required:
             if (creating or name in fields) and not str(fields.get(name) or "").strip():
                 errors[name] = ["can't be blank"]
         email = fields.get("email")
         if email and not EMAIL.match(str(email)):
             errors["email"] = ["is invalid"]
+        for name, value in fields.items():
+            if name in TIME_COLUMNS or not value or not isinstance(value, str):
+                continue
+            kind = resource.filters.get(name)
+            if kind == "date-time" and not TIME_VALUE.match(value):
+                errors[name] = ["is invalid"]
         if errors:
             raise ValidationFailed(errors)
 
+    def booking_fields(self, pick: int = 0) -> dict[str, Any]:
+        """Fields of a valid new individual appointment (for tests and the demo); pick varies it.
+
+        An active practitioner who offers the type at the business, and a live patient.
+        """
+        with self._lock:
+            practitioners = self._live("practitioners", "json_extract(data, '$.active') = 1")
+            patients = self._live("patients", "archived_at IS NULL")
+        if not practitioners or not patients:
+            raise KeyError("the account has no active practitioner or patient")
+        practitioner = practitioners[pick % len(practitioners)]
+        kinds = practitioner["appointment_type_ids"]
+        return {
+            "patient_id": patients[pick * 7919 % len(patients)]["id"],
+            "practitioner_id": practitioner["id"],
+            "business_id": practitioner["business_ids"][pick % len(practitioner["business_ids"])],
+            "appointment_type_id": kinds[pick % len(kinds)],
+            "starts_at": iso(
+                (self.clock() + timedelta(days=1 + pick % 30)).replace(
+                    hour=8 + pick % 9, minute=0, second=0
+                )
+            ),
+        }
+
+    # Writing: the patient names the tests and the tap's property test call
+
+    def create_patient(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Create a patient (422 rules of the API); return it rendered."""
+        return self.create("patients", fields)
+
+    def update_patient(self, patient_id: int | str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Change some fields and touch updated_at; return the patient rendered."""
+        return self.update("patients", patient_id, fields)
+
+    def archive_patient(self, patient_id: int | str) -> None:
+        """Archive a patient."""
+        self.archive("patients", patient_id)
+
+    def unarchive_patient(self, patient_id: int | str) -> dict[str, Any]:
+        """Unarchive a patient."""
+        return self.unarchive("patients", patient_id)
+
+    def delete_patient(self, patient_id: int | str) -> None:
+        """Delete a patient; sets deleted_at and updated_at."""
+        self.delete("patients", patient_id)
+
     # Rendering
 
-    def render(self, patient: dict[str, Any], base: str, *, listing: str = "") -> dict[str, Any]:
-        """The patient as the API shows it, in this account's behaviour."""
+    def render(
+        self, record: dict[str, Any], base: str, *, listing: str = "", name: str = "patients"
+    ) -> dict[str, Any]:
+        """The row as the API shows it, in this account's behaviour."""
+        name = record.get("_source") or name
+        if name == "patients":
+            return self._render_patient(record, base, listing=listing)
+        resource = BY_NAME[name]
+        legacy = self.behaviour == "legacy"
+        own = record.get("id")
+        self_link = f"{base}/{name}/{own}"
+        if listing == "deleted" and not legacy:
+            return {"deleted_at": record["deleted_at"], "links": {"self": self_link}}
+        rendered: dict[str, Any] = {}
+        for field, kind in resource.fields:
+            rendered[field] = _render_field(record, field, kind, base, own, self_link, legacy)
+        return rendered
+
+    def _render_patient(
+        self, patient: dict[str, Any], base: str, *, listing: str
+    ) -> dict[str, Any]:
         pid = patient["id"]
         self_link = f"{base}/patients/{pid}"
         if listing == "deleted" and self.behaviour == "current":
@@ -456,6 +785,55 @@ class Store:
             merged_with_patient=None,
         )
         return record
+
+
+CANCELLATION_REASONS = {
+    10: "Feeling Better",
+    20: "Condition Worse",
+    30: "Sick",
+    40: "Away",
+    50: "Other",
+    60: "Work",
+    70: "COVID-19 related",
+}
+
+
+def _plus_minutes(moment: str, minutes: int) -> str:
+    start = datetime.strptime(moment[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return iso(start + timedelta(minutes=minutes))
+
+
+def _link(url: str) -> dict[str, Any]:
+    return {"links": {"self": url}}
+
+
+def _render_field(
+    record: dict[str, Any],
+    field: str,
+    kind: str,
+    base: str,
+    own: Any,
+    self_link: str,
+    legacy: bool,
+) -> Any:
+    """One field of a record as the API shows it (kinds: see shapes.py)."""
+    if kind == "id":
+        return own if legacy else str(own)
+    if kind == "self":
+        return {"self": self_link}
+    if kind.startswith("ref:"):
+        target = record.get(f"{field}_id")
+        return None if target is None else _link(f"{base}/{kind[4:]}/{target}")
+    if kind.startswith("refs:"):
+        return [_link(f"{base}/{kind[5:]}/{i}") for i in record.get(f"{field}_ids") or []]
+    if kind.startswith("url:"):
+        return _link(kind[4:].format(base=base, id=own))
+    value = record.get(field)
+    if kind in ("ids", "int64") and value is not None:
+        return value if legacy else ([str(v) for v in value] if kind == "ids" else str(value))
+    if legacy:
+        return "" if value is None and kind in ("date-time", "date", "string") else value
+    return None if value == "" else value
 
 
 LEGACY_BOOLEANS = frozenset(

@@ -24,10 +24,14 @@ import pytest
 import yaml
 
 import tap_cliniko
+from tap_cliniko.resources import BY_NAME
+from tap_cliniko.streams import STREAM_NAMES
 from tests.conftest import SANDBOX_KEY, STATUS_STREAM, STREAMS, USER_AGENT
 from tests.e2e.conftest import ROOT, make_venv, prerequisite
 
 MELTANO = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
+# What meltano.yml's select loads: every stream but the clinical ones.
+DEFAULT_STREAMS = {n for n in STREAM_NAMES if not (n in BY_NAME and BY_NAME[n].clinical)}
 
 
 def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path: Path) -> None:
@@ -42,7 +46,7 @@ def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path:
     assert "api_key" in json.loads(about.stdout)["settings"]["properties"]
     discover = subprocess.run([tap, "--discover"], capture_output=True, check=True, cwd=tmp_path)
     streams = {s["tap_stream_id"] for s in json.loads(discover.stdout)["streams"]}
-    assert streams == {"patients", "archived_patients", "deleted_patients"}
+    assert streams == set(STREAM_NAMES)  # every stream's schema is in the wheel
     with sandbox(patients=50, seed=71) as server:
         config = tmp_path / "config.json"
         config.write_text(
@@ -54,8 +58,11 @@ def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path:
         snapshot = server.store.snapshot()
     assert sync.returncode == 0, sync.stderr.decode()[-2000:]
     records = [json.loads(line) for line in sync.stdout.decode().splitlines()]
-    ids = {m["record"]["id"] for m in records if m["type"] == "RECORD"}
+    patients = ("patients", "archived_patients", "deleted_patients")
+    ids = {m["record"]["id"] for m in records if m["type"] == "RECORD" and m["stream"] in patients}
     assert ids == set(snapshot)
+    synced = {m["stream"] for m in records if m["type"] == "RECORD"}
+    assert synced == DEFAULT_STREAMS, "every stream but the clinical ones, by default"
 
 
 def clone_files() -> list[str]:
@@ -187,7 +194,8 @@ def test_after_the_demo_readme_meltano_commands_load_every_patient(
 
     commands = readme_meltano_commands()
     assert any(c.startswith("meltano run") for c in commands), commands
-    with sandbox(patients=2000, seed=73) as server:
+    # A tenth of a clinic's other collections: a row in every stream, and a lean test.
+    with sandbox(patients=2000, seed=73, collections=0.1) as server:
         # Where a real account's shard URL would be: the plugin's own config, as README's
         # `config set` commands write it (an environment overriding it would be caught).
         project_copy(f"meltano config set tap-cliniko base_url {server.base_url}")
@@ -203,7 +211,12 @@ def test_after_the_demo_readme_meltano_commands_load_every_patient(
             stream: {row[0] for row in db.sql(f"SELECT id FROM tap_cliniko.{stream}").fetchall()}
             for stream in STREAMS
         }
+        tables = db.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'tap_cliniko'"
+        ).fetchall()
     assert loaded == expected, "README's meltano run did not load every patient"
+    # meltano.yml's select leaves the clinical streams out; everything else is loaded.
+    assert {row[0] for row in tables} == DEFAULT_STREAMS
     if any("target-csv" in command for command in commands):
 
         def csv_rows(stream: str) -> list[dict[str, Any]]:

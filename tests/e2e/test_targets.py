@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from tap_cliniko.resources import BY_NAME
 from tap_cliniko.sandbox import SandboxServer
+from tap_cliniko.streams import STREAM_NAMES
 from tests.conftest import STATUS_STREAM, STREAMS, tap_config
 from tests.e2e.conftest import PipeRun, Postgres, prerequisite, run_pipe
 
@@ -267,6 +269,41 @@ def check_incremental(
         assert by_id(removed)[changes.email_removed]["email"] in (None, ""), "e-mail not removed"
 
 
+DEFAULT_STREAMS = [n for n in STREAM_NAMES if not (n in BY_NAME and BY_NAME[n].clinical)]
+
+
+def row_keys(stream: str, rows: Rows) -> list[tuple[str, ...]]:
+    """The primary key of each row, as text."""
+    keys = BY_NAME[stream].key if stream in BY_NAME else ("id",)
+    return [tuple(str(row[k]) for k in keys) for row in rows]
+
+
+def check_every_stream(
+    target: str, destination: Destination, runs: list[PipeRun], loaded: list[dict[str, Rows]]
+) -> None:
+    """Every default stream of the whole account lands: the target holds each key the tap sent
+    (upsert: once; append: every record; replace: the last run's), with timestamps typed."""
+    sent_streams = {m["stream"] for m in runs[0].messages if m["type"] == "RECORD"}
+    assert set(DEFAULT_STREAMS) <= sent_streams, set(DEFAULT_STREAMS) - sent_streams
+    for stream in DEFAULT_STREAMS:
+        for number, run in enumerate(runs):
+            rows = loaded[number][stream]
+            sent = run.records(stream)
+            if destination.writes == "replace":
+                assert sorted(row_keys(stream, rows)) == sorted(set(row_keys(stream, sent)))
+            elif destination.writes == "append":
+                before = len(loaded[number - 1][stream]) if number else 0
+                assert row_keys(stream, rows[before:]) == row_keys(stream, sent), stream
+            else:
+                all_sent = [r for earlier in runs[: number + 1] for r in earlier.records(stream)]
+                keys = row_keys(stream, rows)
+                assert len(keys) == len(set(keys)), f"{target}/{stream}: duplicate keys"
+                assert set(keys) == set(row_keys(stream, all_sent)), f"{target}/{stream}"
+        if stream in BY_NAME and BY_NAME[stream].incremental:
+            kind = destination.column_type(stream, "updated_at")
+            assert kind is None or kind in TIMESTAMP_TYPES, f"{stream}.updated_at is {kind}"
+
+
 CASES = [
     ("target-jsonl", "current"),
     ("target-jsonl", "legacy"),
@@ -293,18 +330,20 @@ def test_target_gets_every_patient_once_then_only_the_changes(
         before = server.store.snapshot()
         check_full_load(target, destination, first, before, behaviour)
 
-        loaded_before = {stream: destination.rows(stream) for stream in STREAMS}
+        loaded_before = {stream: destination.rows(stream) for stream in DEFAULT_STREAMS}
         changes = change_patients(server)
         second = run_pipe(
             config, executable, destination.config, tmp_path / "run-2", state=first.state
         )
     check_incremental(target, destination, (first, second), loaded_before, before, changes)
+    loaded_after = {stream: destination.rows(stream) for stream in DEFAULT_STREAMS}
+    check_every_stream(target, destination, [first, second], [loaded_before, loaded_after])
 
 
 def test_target_csv_loads_flattened_records(
     sandbox: Any, target_executable: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """meltano.yml's target-csv with flattening on: every patient, nested fields as columns."""
+    """meltano.yml's target-csv with flattening on: every record, nested fields as columns."""
     destination = csv_files(tmp_path, None)  # type: ignore[arg-type]
     with sandbox(patients=120, seed=62) as server:
         config = tap_config(server.base_url, flattening_enabled=True, flattening_max_depth=1)
@@ -314,6 +353,8 @@ def test_target_csv_loads_flattened_records(
         rows = destination.rows(stream)
         assert {row["id"] for row in rows} == stream_ids(snapshot, stream), stream
         assert len(rows) == len(run.records(stream))
+    for stream in DEFAULT_STREAMS:  # every other stream flattens and lands too
+        assert len(destination.rows(stream)) == len(run.records(stream)), stream
     columns = set(destination.rows("patients")[0])
     assert {"pronouns__nominative", "links__self"} <= columns, "nested fields became columns"
     assert "pronouns" not in columns

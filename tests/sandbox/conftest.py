@@ -32,11 +32,14 @@ class Client:
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Any]:
+def start(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Start servers: `server, client = start(patients=50)`; a module's COLLECTIONS = 0 means
+    patients only by default (its tests then seed in a fraction of the time)."""
     servers: list[SandboxServer] = []
 
     def make(**settings: Any) -> tuple[SandboxServer, Client]:
         settings.setdefault("api_key", KEY)
+        settings.setdefault("collections", request.module.__dict__.get("COLLECTIONS", 1.0))
         settings.setdefault("data_dir", tmp_path / f"db{len(servers)}")
         server = SandboxServer(SandboxConfig(**settings)).start()
         servers.append(server)

@@ -15,6 +15,8 @@ import requests
 from tap_cliniko.sandbox import SandboxServer
 from tests.sandbox.conftest import HEADERS, KEY, Client
 
+COLLECTIONS = 0  # these tests need patients only
+
 
 def statuses(server: SandboxServer) -> dict[str, int]:
     counts = {"active": 0, "archived": 0, "deleted": 0}

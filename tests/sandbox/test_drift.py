@@ -10,6 +10,8 @@ import requests
 
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
 
+COLLECTIONS = 0  # these tests need patients only
+
 BAD_SORT = {"message": "Sort parameter must be a valid column name"}
 
 
@@ -93,3 +95,43 @@ def test_midbody_drop_sends_part_of_the_body_then_closes(start: Any) -> None:
     assert 0 < len(received) < promised
     server.faults.midbody_drop_rate = 0.0
     assert client.get("/patients", per_page=100).ok
+
+
+def test_the_command_line_sets_every_switch() -> None:
+    from tap_cliniko.sandbox.cli import parse_args
+
+    config = parse_args(
+        [
+            "--collections",
+            "0.5",
+            "--no-variant-routes",
+            "--sort-mode",
+            "refused",
+            "--no-unarchive-touches-updated-at",
+            "--midbody-drop-rate",
+            "0.1",
+            "--forbidden",
+            "users",
+            "--forbidden",
+            "invoices",
+        ]
+    )
+    assert config.collections == 0.5 and config.variant_routes is False
+    assert config.sort_mode == "refused" and config.unarchive_touches_updated_at is False
+    assert config.midbody_drop_rate == 0.1 and config.forbidden == ("users", "invoices")
+    defaults = parse_args([])
+    assert defaults.variant_routes and defaults.sort_mode == "honoured"
+    assert defaults.collections == 1.0 and defaults.midbody_drop_rate == 0.0
+
+
+def test_forbidden_collections_answer_403_on_every_route(start: Any) -> None:
+    server, client = start(patients=20, seed=9, collections=0.2, forbidden=("users",))
+    refused = client.get("/users")
+    assert refused.status_code == 403 and "permission" in refused.json()["message"]
+    assert client.get("/patients").status_code == 200
+    server.forbidden.add("practitioners")
+    business = client.get("/businesses").json()["businesses"][0]["id"]
+    assert client.get(f"/businesses/{business}/practitioners").status_code == 403
+    assert client.get("/practitioners/inactive").status_code == 403
+    server.forbidden.clear()
+    assert client.get("/users").status_code == 200

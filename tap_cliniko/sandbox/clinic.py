@@ -1,0 +1,1050 @@
+"""A synthetic clinic around the synthetic patients: deterministic for a seed, nobody real.
+
+Businesses, practitioners and the price list are set up early in the account's history; every
+patient then books appointments (some cancelled, some did-not-arrive, some archived, some
+deleted), attends them alone or in group classes, gets invoiced, and has notes written. Rows
+are mostly made in creation order, so ids mostly grow with created_at, as on real accounts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tap_cliniko.sandbox.synth import FIRST_NAMES, LAST_NAMES
+
+Record = dict[str, Any]
+NewId = Callable[[str, int], int]
+
+BUSINESSES = [
+    ("Fitzroy Physio", "Melbourne", "Victoria", "3065", "Australia", "AU", "Australia/Melbourne"),
+    ("Ponsonby Health", "Auckland", "Auckland", "1011", "New Zealand", "NZ", "Pacific/Auckland"),
+    ("Northside Clinic", "Brisbane", "Queensland", "4000", "Australia", "AU", "Australia/Brisbane"),
+]
+# name, category, minutes, price, group size (1: individual)
+APPOINTMENT_TYPES = [
+    ("Initial consultation", "Physiotherapy", 60, "120.00", 1),
+    ("Standard consultation", "Physiotherapy", 30, "85.00", 1),
+    ("Extended consultation", "Physiotherapy", 45, "105.00", 1),
+    ("Telehealth review", "Physiotherapy", 30, "75.00", 1),
+    ("Remedial massage", "Massage", 60, "110.00", 1),
+    ("Clinical pilates class", "Classes", 55, "35.00", 8),
+    ("Hydrotherapy group", "Classes", 45, "30.00", 6),
+    ("Dry needling (retired)", "Physiotherapy", 30, "80.00", 1),
+]
+PRODUCTS = [
+    ("Rigid sports tape", "12.50"),
+    ("Foam roller", "39.00"),
+    ("Resistance band", "18.00"),
+    ("Heat pack", "24.00"),
+    ("Posture brace", "65.00"),
+    ("Massage ball", "9.50"),
+]
+DESIGNATIONS = [
+    "Physiotherapist",
+    "Senior Physiotherapist",
+    "Massage Therapist",
+    "Exercise Physiologist",
+]
+BLOCK_TYPES = [("Lunch", 30), ("Leave", 480), ("Meeting", 60)]
+REFERRAL_TYPES = ["Google", "Friend or family", "GP referral", "Instagram", "Walked past"]
+FORM_QUESTIONS = [
+    ("Where is your pain?", ["Lower back", "Left knee", "Right shoulder", "Neck"]),
+    ("How long have you had it?", ["A week", "About a month", "Over a year"]),
+    ("Pain today (0-10)?", ["2", "4", "6", "7"]),
+]
+NOTE_ANSWERS = {
+    "Subjective": [
+        "<p>Reports less pain climbing stairs; sleeping through the night.</p>",
+        "<p>Aggravated after a long drive. Morning stiffness 30 min.</p>",
+        "<p>Returned to running 3 km without symptoms.</p>",
+    ],
+    "Objective": [
+        "<p>Knee flexion 0-125°, quads lag resolved.</p>",
+        "<p>Lumbar flexion limited to mid-shin, painful arc at 60°.</p>",
+        "<p>Shoulder abduction 160°, ER strength 4+/5.</p>",
+    ],
+    "Assessment": [
+        "<p>Improving as expected; week 6 of the ACL protocol.</p>",
+        "<p>Mechanical low back pain, no red flags.</p>",
+    ],
+    "Plan": [
+        "<p>Progress home exercises; review in 2 weeks.</p>",
+        "<p>Dry needling and taping; review in 1 week.</p>",
+    ],
+}
+RELATIONS = [
+    (10, "Parent"),
+    (20, "Child"),
+    (30, "Sibling"),
+    (40, "Spouse"),
+    (50, "Partner"),
+    (60, "Relative"),
+    (70, "Other"),
+]
+SERIES_FIELDS = ("appointment_type_id", "business_id", "practitioner_id", "notes", "telehealth_url")
+MESSAGE_TYPES = ["Email", "Other", "Phone call", "SMS"]
+ALERTS = ["Allergic to latex", "Pacemaker", "Type 1 diabetes", "Anticoagulants", "Epilepsy"]
+CANCELLATION = [(10, "Feeling Better"), (30, "Sick"), (40, "Away"), (50, "Other"), (60, "Work")]
+
+
+class Clinic:
+    """Collects the rows of every collection, giving each its id in creation order."""
+
+    def __init__(self, seed: int, now: datetime, new_id: NewId) -> None:
+        self.rng = random.Random(f"clinic:{seed}")
+        self.now = now
+        self.new_id = new_id
+        self.rows: dict[str, list[Record]] = {}
+
+    def add(self, collection: str, created: datetime, /, **fields: Any) -> Record:
+        """One row, created at `created`, updated some time after (never after now)."""
+        rows = self.rows.setdefault(collection, [])
+        created = min(created, self.now)
+        updated = fields.pop("updated", None) or self.later(created)
+        record: Record = {
+            "id": self.new_id(collection, len(rows) + 1),
+            "created_at": iso(created),
+            "updated_at": iso(updated),
+            "archived_at": None,
+            "cancelled_at": None,
+            "deleted_at": None,
+        }
+        record.update(fields)
+        rows.append(record)
+        return record
+
+    def later(self, moment: datetime, within_days: float = 400) -> datetime:
+        """A moment after `moment`, at most within_days later and never after now."""
+        span = min((self.now - moment).total_seconds(), within_days * 86400)
+        return moment + timedelta(seconds=int(self.rng.random() * max(span, 0)))
+
+    def fate(self, record: Record, marker: str) -> None:
+        """Archive, cancel or delete a row at its last update."""
+        record[marker] = record["updated_at"]
+
+    def sorted_add(
+        self, name: str, items: Iterable[tuple[datetime, dict[str, Any]]]
+    ) -> list[Record]:
+        """Add rows in creation order."""
+        return [self.add(name, created, **fields) for created, fields in sorted(items, key=_first)]
+
+
+def _first(item: tuple[Any, ...]) -> Any:
+    return item[0]
+
+
+def iso(moment: datetime) -> str:
+    """A UTC moment as Cliniko writes it (synth.iso's result, several times faster)."""
+    return moment.isoformat(timespec="seconds")[:19] + "Z"
+
+
+def _parse(moment: str) -> datetime:
+    return datetime.fromisoformat(moment[:19]).replace(tzinfo=UTC)
+
+
+def _unit_price(billable: Record | None, product: Record | None) -> float:
+    return float(billable["price"] if billable else (product or {})["price_including_tax"])
+
+
+def _money(amount: float) -> str:
+    return f"{amount:.2f}"
+
+
+def synthetic_clinic(
+    patients: list[Record], seed: int, now: datetime, scale: float, new_id: NewId
+) -> dict[str, list[Record]]:
+    """Every collection but patients, for these patients (rows per collection, in id order)."""
+    clinic = Clinic(seed, now, new_id)
+    rng = clinic.rng
+    opened = now - timedelta(days=365 * 6 + 30)
+    setup = _setup(clinic, opened)
+    live = [p for p in patients if not p.get("deleted_at")]
+    _appointments(clinic, patients, setup, scale)
+    _group_classes(clinic, live, setup, scale)
+    _invoices_and_notes(clinic, setup)
+    _patient_records(clinic, patients, setup)
+    _schedule(clinic, setup, scale)
+    # Some configuration retires late in the account's life.
+    clinic.fate(rng.choice(clinic.rows["contacts"]), "archived_at")
+    return clinic.rows
+
+
+def _setup(clinic: Clinic, opened: datetime) -> dict[str, Any]:
+    """Businesses, staff, the price list and the forms: the first weeks of the account."""
+    rng = clinic.rng
+
+    def day(n: float) -> datetime:
+        return opened + timedelta(days=n, seconds=rng.randint(0, 36000))
+
+    taxes = [
+        clinic.add("taxes", day(0), name="GST", rate="10.0", amount="10.0"),
+        clinic.add("taxes", day(0), name="No tax", rate="0.0", amount="0.0"),
+    ]
+    admin = clinic.add(
+        "users",
+        day(0),
+        first_name="Practice",
+        last_name="Manager",
+        title="",
+        email="manager@clinic.example.com",
+        role="administrator",
+        active=True,
+        user_active=True,
+        time_zone="Melbourne",
+        time_zone_identifier="Australia/Melbourne",
+        phone_numbers=[{"phone_type": "Work", "number": "61390000000"}],
+    )
+    suppliers = [
+        clinic.add("product_suppliers", day(1), name=name)
+        for name in ("Allied Health Supplies", "Physio Direct")
+    ]
+    products = []
+    for index, (name, price) in enumerate(PRODUCTS):
+        supplier = suppliers[index % 2]
+        products.append(
+            clinic.add(
+                "products",
+                day(2 + index / 10),
+                name=name,
+                item_code=f"P{100 + index}",
+                price_ex_tax=price,
+                price_including_tax=_money(float(price) * 1.1),
+                cost_price=_money(float(price) * 0.45),
+                stock_level=str(rng.randint(0, 40)),
+                serial_number=None,
+                notes="",
+                tax_id=taxes[0]["id"],
+                product_supplier_id=supplier["id"],
+                product_supplier_name=supplier["name"],
+            )
+        )
+    clinic.fate(products[-1], "archived_at")
+    billable = []
+    for index, (name, _, _, price, _) in enumerate(APPOINTMENT_TYPES):
+        billable.append(
+            clinic.add(
+                "billable_items",
+                day(3 + index / 10),
+                name=name,
+                item_code=f"B{200 + index}",
+                item_type="Service",
+                price=price,
+                tax_id=taxes[1]["id"],
+            )
+        )
+    billable.append(
+        clinic.add(
+            "billable_items",
+            day(3.9),
+            name="Cancellation fee",
+            item_code="B299",
+            item_type="Other",
+            price="40.00",
+            tax_id=taxes[1]["id"],
+        )
+    )
+    clinic.fate(billable[7], "archived_at")
+    concessions = [
+        clinic.add("concession_types", day(4), name=name) for name in ("Pensioner", "Student")
+    ]
+    for item in billable[:5]:
+        for concession in concessions:
+            clinic.add(
+                "concession_prices",
+                day(4.5),
+                billable_item_id=item["id"],
+                concession_type_id=concession["id"],
+                price=_money(float(item["price"]) * 0.8),
+            )
+    note_templates = [
+        clinic.add(
+            "treatment_note_templates",
+            day(5 + index),
+            name=name,
+            content={
+                "sections": [
+                    {"name": s, "questions": [{"name": s, "type": "paragraph"}]}
+                    for s in NOTE_ANSWERS
+                ]
+            },
+            print_settings={"include_patient_address": index == 0, "title": name},
+        )
+        for index, name in enumerate(("SOAP note", "Initial assessment", "Old template"))
+    ]
+    clinic.fate(note_templates[-1], "deleted_at")
+    types = []
+    for index, (name, category, minutes, _, size) in enumerate(APPOINTMENT_TYPES):
+        types.append(
+            clinic.add(
+                "appointment_types",
+                day(6 + index / 10),
+                name=name,
+                category=category,
+                color=f"#{rng.randrange(0x1000000):06x}",
+                description="",
+                duration_in_minutes=minutes,
+                max_attendees=size,
+                show_in_online_bookings=size == 1,
+                online_payments_enabled=False,
+                online_payments_mode="optional",
+                online_bookings_lead_time_hours=2,
+                deposit_price=None,
+                add_deposit_to_account_credit=False,
+                telehealth_enabled=name.startswith("Telehealth"),
+                billable_item_id=billable[index]["id"],
+                product_id=None,
+                treatment_note_template_id=note_templates[index == 0]["id"],
+                appointment_confirmation_template_ids=[],
+                appointment_follow_up_template_ids=[],
+                appointment_reminder_template_ids=[],
+            )
+        )
+    clinic.fate(types[-1], "archived_at")
+    for kind, item in zip(types, billable, strict=False):
+        clinic.add(
+            "appointment_type_billable_items",
+            day(7),
+            appointment_type_id=kind["id"],
+            billable_item_id=item["id"],
+            quantity="1.0",
+            discount_percentage="0.0",
+            discounted_amount="0.0",
+            is_monetary_discount=False,
+        )
+    for kind, product in ((types[0], products[0]), (types[4], products[5])):
+        clinic.add(
+            "appointment_type_products",
+            day(7),
+            appointment_type_id=kind["id"],
+            product_id=product["id"],
+            quantity="1.0",
+            discount_percentage="0.0",
+            discounted_amount="0.0",
+            is_monetary_discount=False,
+        )
+    offered = [t["id"] for t in types[:-1]]
+    businesses = []
+    for index, (name, city, state, post_code, country, code, zone) in enumerate(BUSINESSES):
+        businesses.append(
+            clinic.add(
+                "businesses",
+                day(8 + index * 200),
+                business_name=name,
+                display_name=name,
+                label=name,
+                address_1=f"{rng.randint(1, 300)} High Street",
+                address_2="",
+                city=city,
+                state=state,
+                post_code=post_code,
+                country=country,
+                country_code=code,
+                time_zone=zone.split("/")[1],
+                time_zone_identifier=zone,
+                contact_information="(03) 9000 0000",
+                email_reply_to=f"hello{index}@clinic.example.com",
+                website_address="https://clinic.example.com",
+                additional_information="",
+                additional_invoice_information="ABN 00 000 000 000",
+                business_registration_name="ABN",
+                business_registration_value="00 000 000 000",
+                appointment_reminders_enabled=True,
+                show_in_online_bookings=True,
+                appointment_type_ids=offered if index == 0 else offered[: 4 + index],
+            )
+        )
+    practitioners = []
+    for index in range(7):
+        first, last = (
+            FIRST_NAMES[(index * 7 + 3) % len(FIRST_NAMES)],
+            LAST_NAMES[(index * 5 + 2) % len(LAST_NAMES)],
+        )
+        hired = day(9 + index * 150)
+        user = clinic.add(
+            "users",
+            hired,
+            first_name=first,
+            last_name=last,
+            title="",
+            email=f"practitioner{index + 1}@clinic.example.com",
+            role="practitioner",
+            active=index < 5,
+            user_active=index < 5,
+            time_zone="Melbourne",
+            time_zone_identifier="Australia/Melbourne",
+            phone_numbers=[],
+        )
+        at = [b["id"] for b in businesses if rng.random() < 0.6] or [businesses[0]["id"]]
+        kinds = sorted(rng.sample(offered, rng.randint(3, len(offered))), key=offered.index)
+        practitioners.append(
+            clinic.add(
+                "practitioners",
+                hired,
+                first_name=first,
+                last_name=last,
+                title="",
+                display_name=f"{first} {last}",
+                label=f"{first} {last}",
+                designation=DESIGNATIONS[index % len(DESIGNATIONS)],
+                description="",
+                active=index < 5,
+                show_in_online_bookings=index < 5,
+                user_id=user["id"],
+                default_appointment_type_id=kinds[0],
+                business_ids=at,
+                appointment_type_ids=kinds,
+            )
+        )
+    for practitioner in practitioners:
+        for business_id in practitioner["business_ids"]:
+            clinic.add(
+                "practitioner_reference_numbers",
+                _parse(practitioner["created_at"]) + timedelta(days=1),
+                practitioner_id=practitioner["id"],
+                business_id=business_id,
+                name="Provider number",
+                reference_number=f"{rng.randint(1000000, 9999999)}X",
+            )
+    block_types = [
+        clinic.add(
+            "unavailable_block_types",
+            day(10),
+            name=name,
+            duration_in_minutes=minutes,
+            color="#cccccc",
+            system_controlled=False,
+        )
+        for name, minutes in BLOCK_TYPES
+    ]
+    source_types = [
+        clinic.add(
+            "referral_source_types",
+            day(11),
+            name=name,
+            referrer_type="Patient" if name == "Friend or family" else None,
+            subcategories=[],
+        )
+        for name in REFERRAL_TYPES
+    ]
+    contacts = []
+    for index in range(12):
+        doctor = index < 8
+        contacts.append(
+            clinic.add(
+                "contacts",
+                day(12 + index * 90),
+                first_name=FIRST_NAMES[(index * 3) % len(FIRST_NAMES)],
+                last_name=LAST_NAMES[(index * 11) % len(LAST_NAMES)],
+                preferred_name=None,
+                title="Dr" if doctor else "",
+                company_name="Medical Centre" if doctor else "Super Insurance",
+                occupation="General Practitioner" if doctor else "Claims officer",
+                doctor_type=rng.choice(["general_practitioner", "specialist"]) if doctor else None,
+                provider_number=f"{rng.randint(100000, 999999)}A" if doctor else None,
+                type="Doctor" if doctor else "3rd Party Payer",
+                type_code=1 if doctor else 2,
+                email=f"contact{index}@example.com",
+                phone_numbers=[{"phone_type": "Work", "number": "61398765432"}],
+                address_1="1 Collins Street",
+                address_2="",
+                address_3="",
+                city="Melbourne",
+                state="Victoria",
+                post_code="3000",
+                country="Australia",
+                country_code="AU",
+                notes="",
+            )
+        )
+    form_templates = [
+        clinic.add(
+            "patient_form_templates",
+            day(13),
+            name=name,
+            content={
+                "sections": [
+                    {
+                        "name": "About you",
+                        "questions": [{"name": q, "type": "text"} for q, _ in FORM_QUESTIONS],
+                    }
+                ]
+            },
+            email_to_patient_on_completion=True,
+            restricted_to_practitioner=False,
+        )
+        for name in ("New patient intake", "Consent to treatment")
+    ]
+    return {
+        "admin": admin,
+        "businesses": businesses,
+        "practitioners": practitioners,
+        "types": types,
+        "billable": billable,
+        "products": products,
+        "block_types": block_types,
+        "source_types": source_types,
+        "contacts": contacts,
+        "form_templates": form_templates,
+        "note_templates": note_templates,
+        "users": clinic.rows["users"],
+    }
+
+
+def _booking(clinic: Clinic, setup: dict[str, Any], when: datetime, group: bool) -> Record:
+    """Who, where and what an appointment starting at `when` is."""
+    rng = clinic.rng
+    types = [t for t in setup["types"] if (t["max_attendees"] > 1) == group]
+    kind = rng.choice(types)
+    staff = [p for p in setup["practitioners"] if kind["id"] in p["appointment_type_ids"]]
+    practitioner = rng.choice(staff or setup["practitioners"])
+    business_id = rng.choice(practitioner["business_ids"])
+    start = when.replace(minute=rng.choice([0, 15, 30, 45]), second=0)
+    return {
+        "appointment_type_id": kind["id"],
+        "business_id": business_id,
+        "practitioner_id": practitioner["id"],
+        "starts_at": iso(start),
+        "ends_at": iso(start + timedelta(minutes=kind["duration_in_minutes"])),
+        "repeat_rule": None,
+        "repeated_from_id": None,
+        "telehealth_url": None,
+        "notes": rng.choice(["", "", "Bring scans.", "Running shoes please."]),
+    }
+
+
+def _appointments(
+    clinic: Clinic, patients: list[Record], setup: dict[str, Any], scale: float
+) -> None:
+    """Individual appointments and their attendees: a few per patient, over the years."""
+    rng, now = clinic.rng, clinic.now
+    # (booked, patient, starts, series, repeat): a weekly series is booked at once.
+    planned: list[tuple[datetime, Record, datetime, int, int]] = []
+    for patient in patients:
+        joined = _parse(patient["created_at"])
+        count = round(rng.choice([0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 8, 12]) * scale)
+        for _ in range(count):
+            booked = clinic.later(joined, within_days=900)
+            starts = booked + timedelta(
+                days=rng.choice([1, 2, 3, 7, 7, 14, 21]), hours=rng.randint(0, 9)
+            )
+            repeats = rng.choice([3, 4, 6]) if rng.random() < 0.04 else 1
+            series = len(planned)
+            for repeat in range(repeats):
+                later = starts + timedelta(days=7 * repeat)
+                if later <= now + timedelta(days=60):
+                    planned.append((booked, patient, later, series, repeat))
+    heads: dict[int, Record] = {}
+    for booked, patient, starts, series, repeat in sorted(planned, key=_first):
+        if repeat:  # the same booking as the series' first, a week later each time
+            head = heads[series]
+            fields = {k: head[k] for k in SERIES_FIELDS}
+            fields.update(
+                starts_at=iso(starts),
+                ends_at=iso(starts + (_parse(head["ends_at"]) - _parse(head["starts_at"]))),
+                repeated_from_id=head["id"],
+            )
+        else:
+            fields = _booking(clinic, setup, starts, group=False)
+        if any(p[3] == series and p[4] for p in planned[series : series + 6]):
+            fields["repeat_rule"] = {
+                "repeat_type": "Weekly",
+                "repeating_interval": 1,
+                "number_of_repeats": sum(1 for p in planned[series : series + 6] if p[3] == series),
+            }
+        past = starts < now
+        arrived = past and rng.random() < 0.9
+        fields.update(
+            patient_id=patient["id"],
+            patient_name=patient.get("label") or f"{patient['first_name']} {patient['last_name']}",
+            patient_case_id=None,
+            did_not_arrive=past and not arrived,
+            patient_arrived=arrived,
+            email_reminder_sent=True,
+            sms_reminder_sent=rng.random() < 0.7,
+            has_patient_appointment_notes=False,
+            online_booking_policy_accepted=rng.random() < 0.3,
+            booking_ip_address=f"10.0.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+            invoice_status=None,
+            treatment_note_status=None,
+            cancellation_reason=None,
+            cancellation_reason_description=None,
+            cancellation_note=None,
+        )
+        updated = clinic.later(booked, within_days=max(1.0, (starts - booked).days + 2))
+        appointment = clinic.add("individual_appointments", booked, updated=updated, **fields)
+        if not repeat:
+            heads[series] = appointment
+        attendee = clinic.add(
+            "attendees",
+            booked,
+            updated=updated,
+            booking_id=appointment["id"],
+            patient_id=patient["id"],
+            patient_case_id=None,
+            arrived=arrived,
+            notes="",
+            email_reminder_sent=True,
+            sms_reminder_sent=fields["sms_reminder_sent"],
+            online_booking_policy_accepted=fields["online_booking_policy_accepted"],
+            booking_ip_address=fields["booking_ip_address"],
+            cancellation_reason=None,
+            cancellation_reason_description=None,
+            cancellation_note=None,
+            cancellation_url=None,
+            telehealth_url=None,
+            invoice_status=None,
+            treatment_note_status=None,
+            sent_email_reminders_count=1,
+            sent_sms_reminders_count=int(fields["sms_reminder_sent"]),
+            sent_email_follow_ups_count=0,
+            sent_sms_follow_ups_count=0,
+        )
+        roll = rng.random()
+        if roll < 0.09 and not arrived:
+            code, reason = rng.choice(CANCELLATION)
+            for row in (appointment, attendee):
+                row.update(
+                    cancellation_reason=code,
+                    cancellation_reason_description=reason,
+                    cancellation_note=rng.choice(["", "Called the clinic.", "Online"]),
+                    did_not_arrive=False,
+                )
+                clinic.fate(row, "cancelled_at")
+            appointment["patient_arrived"] = False
+        elif roll < 0.12:
+            for row in (appointment, attendee):
+                clinic.fate(row, "archived_at")
+        elif roll < 0.15:
+            for row in (appointment, attendee):
+                clinic.fate(row, "deleted_at")
+
+
+def _group_classes(
+    clinic: Clinic, patients: list[Record], setup: dict[str, Any], scale: float
+) -> None:
+    """Group classes with a handful of attendees each; some attendees cancel."""
+    rng, now = clinic.rng, clinic.now
+    if not patients:
+        return
+    count = max(3, round(len(patients) * scale / 12))
+    created = [p["created_at"] for p in patients]  # in creation order
+    first = _parse(created[0])
+    plans = []
+    for _ in range(count):
+        booked = clinic.later(first, within_days=365 * 7)
+        plans.append((booked, booked + timedelta(days=rng.randint(3, 20), hours=rng.randint(0, 9))))
+    for serial, (booked, starts) in enumerate(sorted(plans, key=_first)):
+        fields = _booking(clinic, setup, starts, group=True)
+        kind = next(t for t in setup["types"] if t["id"] == fields["appointment_type_id"])
+        joined = patients[: bisect.bisect_right(created, iso(booked))]
+        chosen = rng.sample(joined, min(len(joined), rng.randint(2, kind["max_attendees"])))
+        group = clinic.add(
+            "group_appointments",
+            booked,
+            max_attendees=kind["max_attendees"],
+            patient_ids=[p["id"] for p in chosen],
+            **fields,
+        )
+        roll = rng.random()
+        if roll < 0.03 or serial == 1:  # every account has one of each, for the tests
+            clinic.fate(group, "archived_at")
+        elif roll < 0.06 or serial == 2:
+            clinic.fate(group, "deleted_at")
+        for patient in chosen:
+            arrived = starts < now and rng.random() < 0.88
+            attendee = clinic.add(
+                "attendees",
+                booked + timedelta(minutes=rng.randint(0, 600)),
+                booking_id=group["id"],
+                patient_id=patient["id"],
+                patient_case_id=None,
+                arrived=arrived,
+                notes="",
+                email_reminder_sent=True,
+                sms_reminder_sent=False,
+                online_booking_policy_accepted=False,
+                booking_ip_address=None,
+                cancellation_reason=None,
+                cancellation_reason_description=None,
+                cancellation_note=None,
+                cancellation_url=None,
+                telehealth_url=None,
+                invoice_status=None,
+                treatment_note_status=None,
+                sent_email_reminders_count=1,
+                sent_sms_reminders_count=0,
+                sent_email_follow_ups_count=0,
+                sent_sms_follow_ups_count=0,
+            )
+            for marker in ("archived_at", "deleted_at"):
+                if group[marker]:
+                    attendee[marker] = group[marker]
+            if not arrived and not group["deleted_at"] and rng.random() < 0.5:
+                code, reason = rng.choice(CANCELLATION)
+                attendee.update(cancellation_reason=code, cancellation_reason_description=reason)
+                clinic.fate(attendee, "cancelled_at")
+
+
+def _invoices_and_notes(clinic: Clinic, setup: dict[str, Any]) -> None:
+    """An invoice (with items) and usually a treatment note for each attended visit."""
+    rng, now = clinic.rng, clinic.now
+    appointments = {
+        a["id"]: a
+        for name in ("individual_appointments", "group_appointments")
+        for a in clinic.rows.get(name, [])
+    }
+    price = {b["id"]: b for b in setup["billable"]}
+    by_type = {t["id"]: t for t in setup["types"]}
+    invoices, notes = [], []
+    for attendee in clinic.rows.get("attendees", []):
+        if not attendee["arrived"] or attendee["cancelled_at"]:
+            continue
+        booking = appointments[attendee["booking_id"]]
+        ended = _parse(booking["ends_at"])
+        if ended > now:
+            continue
+        if rng.random() < 0.88:
+            invoices.append((ended + timedelta(minutes=rng.randint(1, 90)), (attendee, booking)))
+        if rng.random() < 0.75:
+            notes.append((ended + timedelta(minutes=rng.randint(5, 2000)), (attendee, booking)))
+    for number, (issued, (attendee, booking)) in enumerate(sorted(invoices, key=_first), 1):
+        kind = by_type[booking["appointment_type_id"]]
+        item = price[kind["billable_item_id"]]
+        lines: list[tuple[Record | None, Record | None, int]] = [(item, None, 1)]
+        if rng.random() < 0.15:
+            lines.append((None, rng.choice(setup["products"]), rng.randint(1, 2)))
+        total = sum(_unit_price(i, p) * q for i, p, q in lines)
+        status, label = rng.choices(
+            [(20, "Paid"), (10, "Open"), (30, "Closed"), (40, "Open credit")], [80, 14, 4, 2]
+        )[0]
+        invoice = clinic.add(
+            "invoices",
+            issued,
+            number=number,
+            issue_date=iso(issued)[:10],
+            status=status,
+            status_description=label,
+            closed_at=iso(clinic.later(issued, 30)) if status == 30 else None,
+            patient_id=attendee["patient_id"],
+            practitioner_id=booking["practitioner_id"],
+            business_id=booking["business_id"],
+            appointment_id=booking["id"],
+            attendee_id=attendee["id"],
+            original_invoice_id=None,
+            signature_id=None,
+            calculation_method=3,
+            calculation_method_description="Tax inclusive",
+            invoice_to="",
+            notes="",
+            patient_extra_information="",
+            online_payment_url=None,
+            net_amount=_money(total / 1.1 if len(lines) > 1 else total),
+            tax_amount=_money(total - total / 1.1 if len(lines) > 1 else 0),
+            discounted_amount="0.00",
+            total_amount=_money(total),
+        )
+        for billable, product, quantity in lines:
+            unit = _unit_price(billable, product)
+            source: Record = billable or product or {}
+            clinic.add(
+                "invoice_items",
+                issued,
+                updated=_parse(invoice["updated_at"]),
+                invoice_id=invoice["id"],
+                billable_item_id=billable["id"] if billable else None,
+                product_id=product["id"] if product else None,
+                source_item_id=source["id"],
+                name=source["name"],
+                code=source["item_code"],
+                quantity=f"{quantity}.0",
+                unit_price=_money(unit),
+                net_price=_money(unit * quantity),
+                discount_percentage="0.0",
+                discounted_amount="0.00",
+                is_monetary_discount=False,
+                concession_type_name=None,
+                tax_name="GST" if product else "No tax",
+                tax_rate="10.0" if product else "0.0",
+                tax_amount=_money(unit * quantity / 11 if product else 0),
+                total_including_tax=round(unit * quantity, 2),
+            )
+        attendee["invoice_status"] = 20 if status == 20 else 10
+        roll = rng.random()
+        if roll < 0.02:
+            clinic.fate(invoice, "deleted_at")
+        elif roll < 0.03:
+            clinic.fate(invoice, "archived_at")
+        for line in clinic.rows["invoice_items"][-len(lines) :]:
+            for marker in ("deleted_at", "archived_at"):
+                line[marker] = invoice[marker]
+    for written, (attendee, booking) in sorted(notes, key=lambda n: n[0]):
+        practitioner = next(
+            p for p in setup["practitioners"] if p["id"] == booking["practitioner_id"]
+        )
+        draft = rng.random() < 0.08
+        note = clinic.add(
+            "treatment_notes",
+            written,
+            title="SOAP note",
+            author_name=practitioner["label"],
+            draft=draft,
+            finalized_at=None if draft else iso(written),
+            pinned_at=None,
+            patient_id=attendee["patient_id"],
+            practitioner_id=practitioner["id"],
+            attendee_id=attendee["id"],
+            booking_id=booking["id"],
+            treatment_note_template_id=setup["note_templates"][0]["id"],
+            content={
+                "sections": [
+                    {
+                        "name": section,
+                        "questions": [
+                            {"name": section, "type": "paragraph", "answer": rng.choice(answers)}
+                        ],
+                    }
+                    for section, answers in NOTE_ANSWERS.items()
+                ]
+            },
+        )
+        attendee["treatment_note_status"] = 10 if draft else 90
+        roll = rng.random()
+        if roll < 0.02:
+            clinic.fate(note, "archived_at")
+        elif roll < 0.03:
+            clinic.fate(note, "deleted_at")
+
+
+def _patient_records(clinic: Clinic, patients: list[Record], setup: dict[str, Any]) -> None:
+    """What a clinic keeps about some patients: alerts, cases, forms, referrals, messages."""
+    rng = clinic.rng
+    plans: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
+
+    def plan(collection: str, created: datetime, /, **fields: Any) -> None:
+        plans.setdefault(collection, []).append((created, fields))
+
+    live = [p for p in patients if not p.get("deleted_at")]
+    for patient in patients:
+        joined = _parse(patient["created_at"])
+        if rng.random() < 0.5:
+            source_type = rng.choice(setup["source_types"])
+            referrer = (
+                rng.choice(live) if source_type["referrer_type"] == "Patient" and live else None
+            )
+            plan(
+                "referral_sources",
+                joined,
+                patient_id=patient["id"],
+                referral_source_type_id=source_type["id"],
+                referrer_id=referrer["id"] if referrer else None,
+                referrer_type="Patient" if referrer else None,
+                subcategory=None,
+                notes="",
+            )
+        if rng.random() < 0.2:
+            plan(
+                "medical_alerts",
+                clinic.later(joined, 60),
+                patient_id=patient["id"],
+                name=rng.choice(ALERTS),
+            )
+        if rng.random() < 0.1:
+            opened = clinic.later(joined, 200)
+            closed = rng.random() < 0.4
+            plan(
+                "patient_cases",
+                opened,
+                patient_id=patient["id"],
+                name=rng.choice(["WorkCover claim", "TAC claim", "Chronic disease plan"]),
+                contact_id=rng.choice(setup["contacts"])["id"],
+                issue_date=iso(opened)[:10],
+                expiry_date=iso(opened + timedelta(days=365))[:10],
+                closed=closed,
+                closed_at=iso(clinic.later(opened, 300)) if closed else None,
+                max_sessions=rng.choice([5, 10, 12]),
+                max_invoiceable_amount=rng.choice(["1000.00", "2500.00"]),
+                notes="",
+                referral=True,
+                referral_type=rng.choice(["medicare", "dva", None]),
+                include_cancelled_attendees=False,
+                include_dna_attendees=False,
+                attendee_ids=[],
+            )
+        if rng.random() < 0.3:
+            template = setup["form_templates"][0]
+            sent = clinic.later(joined, 30)
+            completed = rng.random() < 0.8
+            plan(
+                "patient_forms",
+                sent,
+                patient_id=patient["id"],
+                business_id=setup["businesses"][0]["id"],
+                attendee_id=None,
+                booking_id=None,
+                name=template["name"],
+                completed_at=iso(clinic.later(sent, 10)) if completed else None,
+                email_to_patient_on_completion=True,
+                restricted_to_practitioner=False,
+                url=f"https://clinic.example.com/forms/{rng.getrandbits(48):012x}",
+                content={
+                    "sections": [
+                        {
+                            "name": "About you",
+                            "questions": [
+                                {"name": q, "type": "text", "required": False}
+                                | ({"answer": rng.choice(a)} if completed else {})
+                                for q, a in FORM_QUESTIONS
+                            ],
+                        }
+                    ]
+                },
+            )
+        if rng.random() < 0.1:
+            plan(
+                "patient_attachments",
+                clinic.later(joined, 300),
+                patient_id=patient["id"],
+                user_id=setup["admin"]["id"],
+                filename=rng.choice(["mri-report.pdf", "referral.pdf", "xray.jpg"]),
+                description=rng.choice(["", "From GP"]),
+                content_type="application/pdf",
+                size=rng.randint(20_000, 4_000_000),
+                processed_at=None,
+                processing_completed=True,
+                pinned_at=None,
+            )
+        if rng.random() < 0.05 and len(live) > 1:
+            other = rng.choice(live)
+            if other["id"] != patient["id"]:
+                plan(
+                    "relationships",
+                    clinic.later(joined, 300),
+                    patient_id=patient["id"],
+                    related_patient_id=other["id"],
+                    **dict(
+                        zip(
+                            ("relation", "relation_description"), rng.choice(RELATIONS), strict=True
+                        )
+                    ),
+                )
+        if rng.random() < 0.4:
+            kind, memo = rng.choice([("Email", False), ("SMS", False), ("Phone call", True)])
+            plan(
+                "communications",
+                clinic.later(joined, 500),
+                patient_id=patient["id"],
+                type=kind,
+                type_code=MESSAGE_TYPES.index(kind) + 1,
+                category="Memo" if memo else "Appointment Reminder",
+                category_code=12 if memo else 6,
+                direction_code=2,
+                direction_description="Sent",
+                confidential=memo and rng.random() < 0.3,
+                content="Called about the referral." if memo else "Reminder: tomorrow at 9:00.",
+                content_subject="Appointment Reminder" if kind == "Email" else None,
+                to=patient.get("email") or "",
+                **{"from": "hello@clinic.example.com"},
+                attendee_id=None,
+                booking_id=None,
+                invoice_id=None,
+                letter_id=None,
+                payment_id=None,
+            )
+    for name, items in plans.items():
+        for serial, record in enumerate(clinic.sorted_add(name, items)):
+            roll = rng.random()  # and one of each state in every account, for the tests
+            if roll < 0.04 or serial == 1:
+                clinic.fate(record, "archived_at")
+            elif (roll < 0.06 or serial == 2) and name == "medical_alerts":
+                clinic.fate(record, "deleted_at")
+
+
+def _schedule(clinic: Clinic, setup: dict[str, Any], scale: float) -> None:
+    """Rosters, extra availability, leave and breaks; stock counts."""
+    rng = clinic.rng
+    for practitioner in setup["practitioners"]:
+        hired = _parse(practitioner["created_at"])
+        for business_id in practitioner["business_ids"]:
+            for weekday in sorted(rng.sample(range(1, 6), rng.randint(2, 5))):
+                clinic.add(
+                    "daily_availabilities",
+                    hired + timedelta(hours=1),
+                    practitioner_id=practitioner["id"],
+                    business_id=business_id,
+                    day_of_week=weekday,
+                    time_zone="Melbourne",
+                    time_zone_identifier="Australia/Melbourne",
+                    availabilities=[
+                        {"starts_at": "08:00", "ends_at": "12:00"},
+                        {"starts_at": "13:00", "ends_at": "17:00"},
+                    ],
+                )
+    blocks = []
+    for _ in range(max(2, round(len(setup["practitioners"]) * 6 * scale))):
+        practitioner = rng.choice(setup["practitioners"])
+        created = clinic.later(_parse(practitioner["created_at"]), 365 * 6)
+        starts = (created + timedelta(days=rng.randint(1, 30))).replace(minute=0, second=0)
+        kind = rng.choice(setup["block_types"])
+        blocks.append(
+            (
+                created,
+                {
+                    "practitioner_id": practitioner["id"],
+                    "business_id": rng.choice(practitioner["business_ids"]),
+                    "unavailable_block_type_id": kind["id"],
+                    "starts_at": iso(starts),
+                    "ends_at": iso(starts + timedelta(minutes=kind["duration_in_minutes"])),
+                    "notes": "",
+                    "repeat_rule": None,
+                    "repeated_from_id": None,
+                },
+            )
+        )
+    for block in clinic.sorted_add("unavailable_blocks", blocks):
+        roll = rng.random()
+        if roll < 0.05:
+            clinic.fate(block, "archived_at")
+        elif roll < 0.1:
+            clinic.fate(block, "deleted_at")
+    extra = []
+    for practitioner in setup["practitioners"][:4]:
+        created = clinic.later(_parse(practitioner["created_at"]), 365)
+        starts = (created + timedelta(days=7)).replace(hour=18, minute=0, second=0)
+        extra.append(
+            (
+                created,
+                {
+                    "practitioner_id": practitioner["id"],
+                    "business_id": practitioner["business_ids"][0],
+                    "starts_at": iso(starts),
+                    "ends_at": iso(starts + timedelta(hours=2)),
+                    "repeat_rule": {
+                        "repeat_type": "Weekly",
+                        "repeating_interval": 1,
+                        "number_of_repeats": 4,
+                    },
+                },
+            )
+        )
+    clinic.sorted_add("availability_blocks", extra)
+    adjustments = []
+    for product in setup["products"]:
+        for _ in range(2):
+            adjustments.append(
+                (
+                    clinic.later(_parse(product["created_at"]), 365 * 6),
+                    {
+                        "product_id": product["id"],
+                        "user_id": setup["admin"]["id"],
+                        "adjustment_type": rng.choice(["Stock Purchase", "Returned", "Damaged"]),
+                        "quantity": str(rng.randint(1, 20)),
+                        "comment": "",
+                        "notes": "",
+                    },
+                )
+            )
+    clinic.sorted_add("stock_adjustments", adjustments)
