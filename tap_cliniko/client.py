@@ -461,7 +461,8 @@ class ClinikoStream(RESTStream[Any]):
     def _generate_record_messages(self, record: Record) -> Generator[RecordMessage, None, None]:
         # The SDK walks every nested property of every record to drop deselected ones: half
         # of the record path's CPU. When the catalog selects everything there is nothing to
-        # drop, so only then the walk is skipped (singer-sdk is pinned; see tests/test_core).
+        # drop, so only then the walk is skipped (singer-sdk is pinned; the other path is
+        # tests/test_streams.py::test_deselected_properties_are_left_out_and_the_rest_kept).
         if not self._everything_selected:
             yield from super()._generate_record_messages(record)
             return
