@@ -117,11 +117,9 @@ def test_readme_job_commands_load_model_and_schedule(
                 check_current(duckdb_statuses(warehouse), server)
         assert runs == 2, "README should show a full run and an incremental one"
         state = json.loads(meltano("state", "get", "local:tap-cliniko-to-target-duckdb"))
-        assert set(state["singer_state"]["bookmarks"]) == {
-            "patients",
-            "archived_patients",
-            "deleted_patients",
-        }
+        assert {"patients", "archived_patients", "deleted_patients"} <= set(
+            state["singer_state"]["bookmarks"]
+        )
 
 
 def test_postgres_job_builds_the_same_models(
