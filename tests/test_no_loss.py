@@ -150,7 +150,7 @@ def run_schedule(sandbox: Callable[..., Any], schedule: Schedule, **server: Any)
     full read (as if full_reread_days had passed) that follows must repair it.
     """
     rng = random.Random(schedule.seed)
-    patients = rng.randint(60, 160)
+    patients = rng.randint(30, 90)
     with sandbox(patients=patients, seed=schedule.seed, collections=0, **server) as cliniko:
         mutator = Mutator(cliniko, rng)
         config = tap_config(cliniko.base_url, per_page=schedule.per_page)
