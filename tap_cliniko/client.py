@@ -331,7 +331,11 @@ class ClinikoStream(RESTStream[Any]):
         return [cliniko.since_filter(instead, start)] if instead else []
 
     def _scan(
-        self, filters: list[str], context: Context | None, path: str | None = None
+        self,
+        filters: list[str],
+        context: Context | None,
+        path: str | None = None,
+        records_key: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The rows of a list matching filters, by the best paging mode that works.
 
@@ -350,8 +354,10 @@ class ClinikoStream(RESTStream[Any]):
         params: Params = [("q[]", f) for f in [*extra, *filters]]
         params += [("sort", "id"), ("per_page", str(self.config.get("per_page", 100)))]
         mode = state.get(PAGING_MODE, paging.ID_MODE)
+        if mode == paging.CREATED_MODE and (route.endswith("/deleted") or self.append_only):
+            mode = paging.LINKS_MODE  # deleted rows: the list only grows, and may lack created_at
         progress = _Progress(self.name)
-        fetch = partial(self.api.get_page, records_key=self.records_key)
+        fetch = partial(self.api.get_page, records_key=records_key or self.records_key)
         if mode == paging.ID_MODE:
             pages = paging.scan(fetch, url, params)
         else:
@@ -364,19 +370,20 @@ class ClinikoStream(RESTStream[Any]):
                 progress.page(len(page.patients), page.total_entries)
         except NotSearchable:
             instead = self._learn_filter(filters, context)
-            yield from self._scan(instead, context, path)
+            yield from self._scan(instead, context, path, records_key)
         except (paging.OutOfOrder, cliniko.SortRefused) as exc:
             if mode != paging.ID_MODE:
                 raise
-            state[PAGING_MODE] = paging.LINKS_MODE if self.append_only else paging.CREATED_MODE
+            # The stream's mode; its deleted route (if any) follows links instead, as above.
+            state[PAGING_MODE] = paging.CREATED_MODE
             LOGGER.warning(
                 "%s: Cliniko %s sort=id here; paging by %s instead (nothing is skipped;"
                 " rows already sent may come again)",
                 self.name,
                 "refused" if isinstance(exc, cliniko.SortRefused) else "ignored",
-                state[PAGING_MODE],
+                paging.LINKS_MODE if self.append_only else paging.CREATED_MODE,
             )
-            yield from self._scan(filters, context, path)
+            yield from self._scan(filters, context, path, records_key)
         except cliniko.RouteNotFound:
             if path is not None or ROUTE in state:
                 raise

@@ -206,13 +206,11 @@ class CollectionStream(SkipsForbidden):
         """Every row of the nested routes of every parent (archived parents included)."""
         collection = self.collection
         parent = BY_NAME[str(collection.parent)]
-        fetch = partial(self.api.get_page, records_key=parent.records_key)
         parent_ids: list[str] = []
         for route in parent.routes:
-            params: paging.Params = [("q[]", f) for f in parent.hidden]
-            params += [("sort", "id"), ("per_page", str(self.config.get("per_page", 100)))]
-            for page in paging.scan(fetch, f"{self.url_base}{route}", params):
-                parent_ids += [found for raw in page.patients if (found := patient_id(raw))]
+            # The parents' list, paged as any list (with the same fallbacks).
+            rows = self._scan(list(parent.hidden), context, route, parent.records_key)
+            parent_ids += [found for raw in rows if (found := patient_id(raw))]
         missing: set[str] = set()
         for parent_id in parent_ids:
             for template in collection.routes:

@@ -154,3 +154,33 @@ def test_a_full_read_every_few_days_repairs_an_unarchive_that_left_updated_at_al
     assert all(any(k == "q[]" for k, _ in q) for q in incremental), "the quiet run was incremental"
     assert victim in repaired.ids("patients")
     assert (repaired.state or {})["bookmarks"]["patients"]["last_full_read"] > old
+
+
+@pytest.mark.parametrize(
+    "drift",
+    [{"sort_mode": "ignored"}, {"sort_mode": "refused"}, {"variant_routes": False}],
+    ids=["sort ignored", "sort refused", "no variant routes"],
+)
+def test_every_collection_arrives_whole_when_the_api_drifts(
+    sandbox: Any, drift: dict[str, Any]
+) -> None:
+    """The collection streams share the patient streams' pager and its fallbacks."""
+    from tap_cliniko.resources import COLLECTIONS
+    from tap_cliniko.streams import STREAM_NAMES
+
+    top_level = [c for c in COLLECTIONS if not c.parent]
+    with sandbox(patients=40, seed=46, collections=0.3, **drift) as server:
+        result = run_tap(tap_config(server.base_url, per_page=4), streams=list(STREAM_NAMES))
+        snapshots = {c.name: server.store.snapshot(c.name) for c in top_level}
+    for collection in top_level:
+        deleted_readable = collection.deleted_route and drift.get("variant_routes", True)
+        expected = {
+            key
+            for key, row in snapshots[collection.name].items()
+            if row["status"] != "deleted" or deleted_readable
+        }
+        got = {
+            ":".join(str(r[k]) for k in collection.key)
+            for r in result.records.get(collection.name, [])
+        }
+        assert got == expected, f"{collection.name}: missing {sorted(expected - got)[:5]}"
