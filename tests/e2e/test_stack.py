@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -161,6 +162,31 @@ def check_current(rows: list[tuple[str, str, bool]], server: SandboxServer) -> N
     assert {"active", "archived", "deleted"} <= set(found.values()), "data lacks a status"
 
 
+def append_stale_versions(path: Path, table: str) -> None:
+    """Turn a loaded table into what an appending loader leaves: older versions beside each row.
+
+    Each row gains a version a day older without its lifecycle dates, and a copy with the
+    same dates from an earlier batch; both say notes = 'stale'. target-duckdb's primary key
+    would refuse them, so the table is first copied without it.
+    """
+    duckdb = prerequisite("duckdb")
+    name = f"tap_cliniko.{table}"
+    with duckdb.connect(str(path)) as db:
+        db.execute(f"CREATE TABLE tap_cliniko.appended AS SELECT * FROM {name}")
+        db.execute(f"DROP TABLE {name}")
+        db.execute(f"ALTER TABLE tap_cliniko.appended RENAME TO {table}")
+        db.execute(
+            f"INSERT INTO {name} SELECT * REPLACE (updated_at - INTERVAL 1 DAY AS updated_at,"
+            " NULL AS archived_at, NULL AS cancelled_at, NULL AS deleted_at, 'stale' AS notes)"
+            f" FROM {name}"
+        )
+        db.execute(
+            f"INSERT INTO {name} SELECT * REPLACE (_sdc_batched_at - INTERVAL 1 HOUR"
+            f" AS _sdc_batched_at, 'stale' AS notes) FROM {name}"
+            " WHERE notes IS DISTINCT FROM 'stale'"
+        )
+
+
 def readme_commands() -> list[list[str]]:
     """The `meltano ...` lines of README's block marked as tested here, as argument lists."""
     match = TESTED_BLOCK.search((ROOT / "README.md").read_text())
@@ -205,6 +231,22 @@ def test_readme_job_commands_load_model_and_schedule(
                 check_collections(duckdb_query(warehouse), "analytics", server)
                 check_marts(duckdb_query(warehouse), "analytics", server)
         assert runs == 2, "README should show a full run and an incremental one"
+        # A loader that appends versions: the models still hold the latest, once per id.
+        appended = tmp_path / "appended.duckdb"
+        shutil.copyfile(warehouse, appended)
+        append_stale_versions(appended, "individual_appointments")
+        meltano.env["DBT_DUCKDB_PATH"] = str(appended)
+        meltano("invoke", "dbt-duckdb", "build", "--select", "individual_appointments_current+")
+        results = dbt_results(meltano)
+        assert "unique_individual_appointments_current_id" in results, results
+        assert set(results.values()) <= {"success", "pass"}, results
+        query = duckdb_query(appended)
+        assert query(
+            "SELECT count(*) FROM analytics.individual_appointments_current WHERE notes = 'stale'"
+        ) == [("0",)]
+        check_collections(query, "analytics", server)
+        check_marts(query, "analytics", server)
+        meltano.env["DBT_DUCKDB_PATH"] = str(warehouse)
         state = json.loads(meltano("state", "get", "local:tap-cliniko-to-target-duckdb"))
         # Every incremental stream keeps a bookmark (full-table child streams keep their own).
         assert set(state["singer_state"]["bookmarks"]) >= {

@@ -24,7 +24,7 @@ select * from {{ relation }}
 {%- endfor -%}
 {%- set order_extra = [] -%}
 {%- for meta in ['_sdc_batched_at', '_sdc_extracted_at', '_sdc_received_at', '_sdc_sequence'] if meta in names -%}
-  {%- do order_extra.append(meta ~ ' desc') -%}
+  {%- do order_extra.append(meta ~ ' desc nulls last') -%}
 {%- endfor -%}
 {%- set dates = ['updated_at'] -%}
 {%- for marker in markers -%}{%- do dates.append(marker ~ '_at') -%}{%- endfor -%}
@@ -72,7 +72,7 @@ ranked as (
     *,
     row_number() over (
       partition by {{ key }}
-      order by {{ (['last_changed_at desc', '_status_rank desc'] + order_extra) | join(', ') }}
+      order by {{ (['last_changed_at desc nulls last', '_status_rank desc'] + order_extra) | join(', ') }}
     ) as _recency
   from records
 )
