@@ -100,7 +100,7 @@ def check_collections(query: Query, schema: str, server: SandboxServer) -> None:
     """Each current model holds every row the server holds, once, with the server's status."""
     for collection in MODELLED:
         rows = query(f"SELECT id, status FROM {schema}.{collection.name}_current")
-        found = dict(rows)
+        found = {row[0]: row[1] for row in rows}
         assert len(found) == len(rows), f"{collection.name}_current has an id twice"
         expected = {
             i: e["status"]
