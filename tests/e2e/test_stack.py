@@ -9,20 +9,37 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scripts.generate_models import modelled
+from tap_cliniko.resources import COLLECTIONS
 from tap_cliniko.sandbox import SandboxServer
 from tests.e2e.conftest import ROOT, Meltano, Postgres, prerequisite
 from tests.e2e.test_targets import change_patients
 
 PATIENTS = 300
+MODELLED = [c for c in COLLECTIONS if modelled(c)]
+MARTS = {"appointments", "invoices_with_totals"}
+MODELS = {"patients_current", *(f"{c.name}_current" for c in MODELLED), *MARTS}
 # What `dbt build` must have run and passed (a missing test would fail silently otherwise).
 DBT_TESTS = {
+    *(f"unique_{model}_id" for model in MODELS),
+    *(f"not_null_{model}_id" for model in MODELS),
+    "invoice_items_belong_to_invoices",
+    "relationships_appointments_practitioner_id__id__ref_practitioners_current_",
+    "relationships_appointments_appointment_type_id__id__ref_appointment_types_current_",
+    "relationships_appointments_patient_id__id__ref_patients_current_",
+    "relationships_appointments_business_id__id__ref_businesses_current_",
+    "relationships_invoices_with_totals_practitioner_id__id__ref_practitioners_current_",
+    "relationships_invoices_with_totals_patient_id__id__ref_patients_current_",
+    "relationships_invoices_with_totals_business_id__id__ref_businesses_current_",
     "unique_patients_current_id",
     "not_null_patients_current_id",
     "not_null_patients_current_status",
@@ -46,11 +63,82 @@ def dbt_results(meltano: Meltano) -> dict[str, str]:
 
 
 def check_dbt_build(meltano: Meltano) -> None:
-    """The model was built and every data test ran and passed."""
+    """Every model was built, and every data test ran and passed (a warning is no pass)."""
     results = dbt_results(meltano)
-    assert results.get("patients_current") == "success", results
+    assert {results.get(model) for model in MODELS} == {"success"}, results
     assert set(results) >= DBT_TESTS, f"tests that did not run: {DBT_TESTS - set(results)}"
-    assert {results[name] for name in DBT_TESTS} == {"pass"}, results
+    failed = {n: s for n, s in results.items() if n not in MODELS and s != "pass"}
+    assert not failed, failed
+
+
+Query = Callable[[str], list[tuple[str, ...]]]
+
+
+def duckdb_query(path: Path) -> Query:
+    """Run SQL on a DuckDB file, every value as text (as psql prints it)."""
+    duckdb = prerequisite("duckdb")
+
+    def query(sql: str) -> list[tuple[str, ...]]:
+        with duckdb.connect(str(path), read_only=True) as db:
+            rows = db.sql(sql).fetchall()
+        return [tuple("" if v is None else str(v) for v in row) for row in rows]
+
+    return query
+
+
+def postgres_query(postgres: Postgres) -> Query:
+    """Run SQL on the test's PostgreSQL, every value as text."""
+    return lambda sql: [tuple(line.split("|")) for line in postgres.rows(sql)]
+
+
+def link_id(record: dict[str, Any], field: str) -> str:
+    """The id a record's link field points at (`{"links": {"self": ".../practitioners/7"}}`)."""
+    return str((record.get(field) or {}).get("links", {}).get("self", "")).rsplit("/", 1)[-1]
+
+
+def check_collections(query: Query, schema: str, server: SandboxServer) -> None:
+    """Each current model holds every row the server holds, once, with the server's status."""
+    for collection in MODELLED:
+        rows = query(f"SELECT id, status FROM {schema}.{collection.name}_current")
+        found = {row[0]: row[1] for row in rows}
+        assert len(found) == len(rows), f"{collection.name}_current has an id twice"
+        expected = {
+            i: e["status"]
+            for i, e in server.store.snapshot(collection.name).items()
+            # Without a list of deleted rows, Cliniko's API shows a deleted row nowhere.
+            if collection.deleted_route or e["status"] != "deleted"
+        }
+        wrong = {i: (found.get(i), expected.get(i)) for i in {*expected, *found}}
+        wrong = {i: pair for i, pair in wrong.items() if pair[0] != pair[1]}
+        assert not wrong, f"{collection.name}: (model, server) differ: {list(wrong.items())[:5]}"
+
+
+def check_marts(query: Query, schema: str, server: SandboxServer) -> None:
+    """Appointments per practitioner and invoice item totals, as the server counts them."""
+    expected: dict[tuple[str, str], int] = {}
+    for entry in server.store.snapshot("individual_appointments").values():
+        if entry["status"] != "deleted":  # Cliniko's deleted list has no practitioner
+            key = (link_id(entry["record"], "practitioner"), entry["status"])
+            expected[key] = expected.get(key, 0) + 1
+    rows = query(
+        f"SELECT practitioner_id, status, count(*), count(practitioner_name)"
+        f" FROM {schema}.appointments WHERE NOT is_deleted GROUP BY practitioner_id, status"
+    )
+    assert {(p, s): int(n) for p, s, n, _ in rows} == expected
+    assert all(n == named for _, _, n, named in rows), "an appointment lacks a practitioner name"
+    totals: dict[str, Decimal] = {}
+    counts: dict[str, int] = {}
+    for entry in server.store.snapshot("invoice_items").values():
+        if entry["status"] != "deleted":
+            invoice = link_id(entry["record"], "invoice")
+            amount = Decimal(str(entry["record"]["total_including_tax"]))
+            totals[invoice] = totals.get(invoice, Decimal(0)) + amount
+            counts[invoice] = counts.get(invoice, 0) + 1
+    rows = query(f"SELECT id, item_count, items_total FROM {schema}.invoices_with_totals")
+    assert len(rows) == len(server.store.snapshot("invoices"))
+    found = {i: (int(n), Decimal(t)) for i, n, t in rows if int(n)}
+    assert found == {i: (counts[i], totals[i].quantize(Decimal("0.01"))) for i in counts}
+    assert sum(t for _, t in found.values()) > 0, "the invoices hold no money to check"
 
 
 def duckdb_statuses(path: Path) -> list[tuple[str, str, bool]]:
@@ -72,6 +160,31 @@ def check_current(rows: list[tuple[str, str, bool]], server: SandboxServer) -> N
     assert set(found) == set(expected), "patients_current has patients the server does not"
     assert all(deleted == (status == "deleted") for _, status, deleted in rows)
     assert {"active", "archived", "deleted"} <= set(found.values()), "data lacks a status"
+
+
+def append_stale_versions(path: Path, table: str) -> None:
+    """Turn a loaded table into what an appending loader leaves: older versions beside each row.
+
+    Each row gains a version a day older without its lifecycle dates, and a copy with the
+    same dates from an earlier batch; both say notes = 'stale'. target-duckdb's primary key
+    would refuse them, so the table is first copied without it.
+    """
+    duckdb = prerequisite("duckdb")
+    name = f"tap_cliniko.{table}"
+    with duckdb.connect(str(path)) as db:
+        db.execute(f"CREATE TABLE tap_cliniko.appended AS SELECT * FROM {name}")
+        db.execute(f"DROP TABLE {name}")
+        db.execute(f"ALTER TABLE tap_cliniko.appended RENAME TO {table}")
+        db.execute(
+            f"INSERT INTO {name} SELECT * REPLACE (updated_at - INTERVAL 1 DAY AS updated_at,"
+            " NULL AS archived_at, NULL AS cancelled_at, NULL AS deleted_at, 'stale' AS notes)"
+            f" FROM {name}"
+        )
+        db.execute(
+            f"INSERT INTO {name} SELECT * REPLACE (_sdc_batched_at - INTERVAL 1 HOUR"
+            f" AS _sdc_batched_at, 'stale' AS notes) FROM {name}"
+            " WHERE notes IS DISTINCT FROM 'stale'"
+        )
 
 
 def readme_commands() -> list[list[str]]:
@@ -115,11 +228,33 @@ def test_readme_job_commands_load_model_and_schedule(
             if "run" in command:
                 check_dbt_build(meltano)
                 check_current(duckdb_statuses(warehouse), server)
+                check_collections(duckdb_query(warehouse), "analytics", server)
+                check_marts(duckdb_query(warehouse), "analytics", server)
         assert runs == 2, "README should show a full run and an incremental one"
+        # A loader that appends versions: the models still hold the latest, once per id.
+        appended = tmp_path / "appended.duckdb"
+        shutil.copyfile(warehouse, appended)
+        append_stale_versions(appended, "individual_appointments")
+        meltano.env["DBT_DUCKDB_PATH"] = str(appended)
+        meltano("invoke", "dbt-duckdb", "build", "--select", "individual_appointments_current+")
+        results = dbt_results(meltano)
+        assert "unique_individual_appointments_current_id" in results, results
+        assert set(results.values()) <= {"success", "pass"}, results
+        query = duckdb_query(appended)
+        assert query(
+            "SELECT count(*) FROM analytics.individual_appointments_current WHERE notes = 'stale'"
+        ) == [("0",)]
+        check_collections(query, "analytics", server)
+        check_marts(query, "analytics", server)
+        meltano.env["DBT_DUCKDB_PATH"] = str(warehouse)
         state = json.loads(meltano("state", "get", "local:tap-cliniko-to-target-duckdb"))
-        assert {"patients", "archived_patients", "deleted_patients"} <= set(
-            state["singer_state"]["bookmarks"]
-        )
+        # Every incremental stream keeps a bookmark (full-table child streams keep their own).
+        assert set(state["singer_state"]["bookmarks"]) >= {
+            "patients",
+            "archived_patients",
+            "deleted_patients",
+            *(c.name for c in MODELLED),
+        }
 
 
 def test_postgres_job_builds_the_same_models(
@@ -145,6 +280,8 @@ def test_postgres_job_builds_the_same_models(
         meltano("run", "cliniko-to-postgres")
         check_dbt_build(meltano)
         check_current(statuses(), server)
+        check_collections(postgres_query(postgres), models, server)
+        check_marts(postgres_query(postgres), models, server)
         change_patients(server)
         meltano("run", "cliniko-to-postgres")
         check_dbt_build(meltano)

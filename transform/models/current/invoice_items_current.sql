@@ -1,0 +1,3 @@
+-- One row per invoice_items id: its latest record, with its status.
+-- Written by scripts/generate_models.py from tap_cliniko/resources.py: do not edit.
+{{ latest_record('invoice_items') }}

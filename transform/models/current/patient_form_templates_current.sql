@@ -1,0 +1,3 @@
+-- One row per patient_form_templates id: its latest record, with its status.
+-- Written by scripts/generate_models.py from tap_cliniko/resources.py: do not edit.
+{{ latest_record('patient_form_templates') }}
