@@ -70,6 +70,13 @@ CONFIG_SCHEMA = th.PropertiesList(
         " or a proxy that limits for you.",
     ),
     th.Property(
+        "max_concurrency",
+        th.IntegerType(nullable=False, minimum=1, maximum=32),
+        default=8,
+        description="Most requests in flight at once, shared by all streams (Cliniko documents"
+        " no limit; 8 stays polite and reaches the per-minute budget at any round trip).",
+    ),
+    th.Property(
         "max_retry_seconds",
         th.IntegerType(nullable=False, minimum=0, maximum=3600),
         default=600,
