@@ -151,3 +151,40 @@ class ReadAhead:
     def take(self, name: str) -> Feed | None:
         """The feed of a stream, once: None when it is not being read ahead."""
         return None if self._feeds is None else self._feeds.pop(name, None)
+
+
+def side_by_side(jobs: list[Callable[[], Iterator[Rows]]], most: int) -> Iterator[Rows]:
+    """The pages of several lists read at once (at most `most` at a time), as they arrive.
+
+    Each job runs in a daemon thread; a job's exception is raised here, and the jobs still
+    running are then left to finish on their own.
+    """
+    results: queue.Queue[Any] = queue.Queue(maxsize=max(2 * most, 1))
+    pending = iter(jobs)
+    running = 0
+
+    def run(job: Callable[[], Iterator[Rows]]) -> None:
+        try:
+            for rows in job():
+                results.put(rows)
+            results.put(_END)
+        except BaseException as exc:
+            results.put(exc)
+
+    def start_next() -> bool:
+        job = next(pending, None)
+        if job is not None:
+            threading.Thread(target=run, args=(job,), name="cliniko-list", daemon=True).start()
+        return job is not None
+
+    while running < max(most, 1) and start_next():
+        running += 1
+    while running:
+        item = results.get()
+        if isinstance(item, BaseException):
+            raise item
+        if item is _END:
+            running -= 1
+            running += start_next()
+            continue
+        yield item

@@ -14,7 +14,7 @@ from typing_extensions import override
 from tap_cliniko import cliniko, paging
 from tap_cliniko.client import SCHEMAS, ClinikoAPI, ClinikoStream, sent_once
 from tap_cliniko.cliniko import ClinikoError, Forbidden, RouteNotFound
-from tap_cliniko.concurrency import WRITER, Rows
+from tap_cliniko.concurrency import WRITER, Rows, side_by_side
 from tap_cliniko.records import (
     link_id_fields,
     normalize_record,
@@ -102,7 +102,8 @@ def consent_ids(api: ClinikoAPI, answer: bool, per_page: int) -> frozenset[str]:
     ]
     fetch = partial(api.get_page, records_key="patients")
     ids: set[str] = set()
-    for page in paging.scan(fetch, f"{api.base_url}/patients", params):
+    pages = paging.scan(fetch, f"{api.base_url}/patients", params, concurrency=api.scheduler.slots)
+    for page in pages:
         ids.update(found for raw in page.patients if (found := patient_id(raw)))
     return frozenset(ids)
 
@@ -204,14 +205,19 @@ class CollectionStream(SkipsForbidden):
             pages = self._scan(list(parent.hidden), context, route, parent.records_key)
             parent_ids += [found for rows in pages for raw in rows if (found := patient_id(raw))]
         missing: set[str] = set()
-        for parent_id in parent_ids:
-            for template in collection.routes:
-                route = template.format(parent_id=parent_id)
-                try:
-                    for rows in self._scan([], context, route):
-                        yield [{**raw, collection.parent_key: parent_id} for raw in rows]
-                except RouteNotFound:
-                    missing.add(template)  # the parent went away mid-run, or no such route
+
+        def nested(parent_id: str, template: str) -> Iterator[Rows]:
+            try:
+                for rows in self._scan([], context, template.format(parent_id=parent_id)):
+                    yield [{**raw, collection.parent_key: parent_id} for raw in rows]
+            except RouteNotFound:
+                missing.add(template)  # the parent went away mid-run, or no such route
+
+        # One request or two per parent: read the parents' routes side by side.
+        yield from side_by_side(
+            [partial(nested, p, t) for p in parent_ids for t in collection.routes],
+            self.api.scheduler.slots,
+        )
         for template in sorted(missing):
             LOGGER.warning("%s: some or all parents had no %s route", self.name, template)
 

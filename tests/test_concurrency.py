@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 
-from tap_cliniko.concurrency import Scheduler
+from tap_cliniko.concurrency import Scheduler, side_by_side
 from tap_cliniko.sandbox import SandboxServer
 from tap_cliniko.sandbox.app import RequestRecord
 from tests.conftest import STATUS_STREAM, SyncResult, run_tap, tap_config
@@ -182,3 +183,49 @@ def test_a_stream_read_ahead_is_not_marked_wholly_read_before_its_records_are_wr
         for name, mark in result.state["bookmarks"].items()
         if result.records.get(name) and "replication_key_value" in mark
     )
+
+
+def test_lists_side_by_side_yield_every_page_with_at_most_so_many_at_once() -> None:
+    running = most = 0
+    lock = threading.Lock()
+
+    def job(number: int) -> Iterator[list[dict[str, Any]]]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        for page in range(3):
+            time.sleep(0.005)
+            yield [{"id": f"{number}-{page}"}]
+        with lock:
+            running -= 1
+
+    pages = list(side_by_side([partial(job, n) for n in range(20)], 4))
+    assert sorted(row["id"] for page in pages for row in page) == sorted(
+        f"{n}-{p}" for n in range(20) for p in range(3)
+    )
+    assert most == 4
+
+
+def test_a_failing_list_side_by_side_fails_the_whole() -> None:
+    def good() -> Iterator[list[dict[str, Any]]]:
+        yield [{"id": "1"}]
+
+    def bad() -> Iterator[list[dict[str, Any]]]:
+        raise RuntimeError("this list failed")
+        yield []
+
+    with pytest.raises(RuntimeError, match="this list failed"):
+        list(side_by_side([good, bad, good], 2))
+
+
+def test_child_streams_read_their_parents_routes_side_by_side(account: SandboxServer) -> None:
+    account.requests.clear()
+    result = run_tap(tap_config(account.base_url), streams=["appointment_type_practitioners"])
+    nested = most_at_once(account.requests, lambda path: path.count("/") > 3)
+    assert nested > 1, "one parent's route at a time"
+    assert result.records["appointment_type_practitioners"], "no rows read"
+    parents = account.store.snapshot("appointment_types")
+    assert {
+        r["appointment_type_id"] for r in result.records["appointment_type_practitioners"]
+    } <= set(parents)
