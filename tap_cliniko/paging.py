@@ -101,7 +101,7 @@ def scan(fetch: Fetch, url: str, params: Params, *, concurrency: int = 1) -> Ite
     if not first.next_link or not ids:
         return
     left = None if first.total_entries is None else first.total_entries - len(ids)
-    if concurrency > 1 and left is not None and left > 2 * len(ids):
+    if concurrency > 1 and left is not None and left > len(ids):
         yield from _windows(fetch, first.next_link, ids, left, concurrency)
         return
     # Page two comes alone: a server that ignores sort=id shows itself in its count. Rows

@@ -190,6 +190,18 @@ def test_a_long_list_keeps_the_slots_busy_and_costs_a_page_per_window_at_most(
     assert rows.short_pages <= (1 if concurrency == 1 else 4 * concurrency)
 
 
+def test_a_list_of_two_or_three_pages_takes_two_round_trips_and_no_row_twice() -> None:
+    """Page two and the top page side by side overlap when the list is short: once each."""
+    for size in range(12, 31):
+        rows = Counting(list(range(500, 500 + size)), per_page=10)
+        got = run(
+            paging.scan(lambda u, p, r=rows: r.answer(p), URL, first_request(10), concurrency=8)
+        )
+        assert sorted(got) == rows.ids, f"{size} rows"
+        assert len(got) == len(set(got)), f"{size} rows: a row came twice"
+        assert rows.requests == 1 + min(2, -(-(size - 10) // 10)), f"{size} rows"
+
+
 def test_a_failed_request_fails_the_scan_without_waiting_for_one_in_flight() -> None:
     """One window's request hangs, another's fails: the scan raises at once, not after."""
     rows = KeysetList(list(range(1, 1001)), per_page=10)
