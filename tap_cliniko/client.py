@@ -278,6 +278,8 @@ class ClinikoStream(RESTStream[Any]):
     #: Cliniko's clock at the stream's first answer, and the bookmark's cap taken from it.
     _server_start: datetime | None = None
     _signpost: str | None = None
+    #: Whether this run reads the stream's lists whole (a first sync, a periodic whole read).
+    reading_whole = False
     #: Where this run reads from, when worked out before the stream's turn (read ahead).
     planned_start: tuple[datetime | None] | None = None
 
@@ -345,6 +347,7 @@ class ClinikoStream(RESTStream[Any]):
         passes = [self._since(f, start, context) for f in self.since_fields] if start else [[]]
         seen: dict[str, tuple[Any, ...]] = {}
         self._route_missing = False
+        self.reading_whole = start is None
         for filters in passes:
             pages = self._scan(filters, context)
             yield from sent_once(pages, ("updated_at", "archived_at"), seen, len(passes) > 1)
@@ -392,7 +395,10 @@ class ClinikoStream(RESTStream[Any]):
             priority=getattr(self, "_priority", WRITER),
         )
         if mode == paging.ID_MODE:
-            pages = paging.scan(fetch, url, params, concurrency=self.api.scheduler.slots)
+            # A whole list is likely long: its top page is asked for with its first.
+            whole = self.reading_whole and not any(":>=" in f for f in filters)
+            slots = self.api.scheduler.slots
+            pages = paging.scan(fetch, url, params, concurrency=slots, whole=whole)
         else:
             pages = paging.SCANS[mode](fetch, url, params)
         try:

@@ -89,12 +89,18 @@ def page_ids(patients: list[dict[str, Any]], *, descending: bool = False) -> lis
     return ids
 
 
-def scan(fetch: Fetch, url: str, params: Params, *, concurrency: int = 1) -> Iterator[Page]:
+def scan(
+    fetch: Fetch, url: str, params: Params, *, concurrency: int = 1, whole: bool = False
+) -> Iterator[Page]:
     """Yield the pages of a list in keyset order; the first page is yielded whole first.
 
     concurrency: most requests of this list in flight at once. Above one, a long list is
-    split into id windows read side by side (see _windows).
+    cut into id windows read side by side (see _Windows). whole: the list is read without
+    a filter of changes, so it is likely long: its top page is asked with page one.
     """
+    if concurrency > 1 and whole:
+        yield from _Windows(fetch, concurrency).from_both_ends(url, params)
+        return
     first = fetch(url, params)
     ids = page_ids(first.patients)
     yield first
@@ -102,7 +108,7 @@ def scan(fetch: Fetch, url: str, params: Params, *, concurrency: int = 1) -> Ite
         return
     left = None if first.total_entries is None else first.total_entries - len(ids)
     if concurrency > 1 and left is not None and left > len(ids):
-        yield from _windows(fetch, first.next_link, ids, left, concurrency)
+        yield from _Windows(fetch, concurrency).above_page_one(first.next_link, ids, left)
         return
     # Page two comes alone: a server that ignores sort=id shows itself in its count. Rows
     # above the last id of page one must be all rows not on it; fewer means page one was not
@@ -122,9 +128,9 @@ def _check_count(left: int | None, page: Page) -> None:
         raise OutOfOrder("Cliniko's counts show rows below the last id of page one")
 
 
-def _ascend(fetch: Fetch, link: str, last: int, below: int | None = None) -> Iterator[Page]:
+def _ascend(fetch: Fetch, link: str, last: int) -> Iterator[Page]:
     while True:
-        page = fetch(*follow(link, above=last, below=below))
+        page = fetch(*follow(link, above=last))
         ids = page_ids(page.patients)
         yield page
         if not page.next_link or not ids:
@@ -160,88 +166,108 @@ class _Window:
         return upper
 
 
-_Outcome = tuple[Any, Page | BaseException]
+class _Windows:
+    """The rest of a long list, read in id windows side by side.
 
-
-def _windows(fetch: Fetch, link: str, first_ids: list[int], left: int, most: int) -> Iterator[Page]:
-    """Yield the rest of a long list (ids above page one's), read in id windows side by side.
-
-    The list's top page (sort=id:desc) gives its highest ids; the ids between page one's
-    last and that page's lowest are cut into windows, each read upwards by keyset with an
-    id:< bound, so windows never share a row. A window whose count shows more than a page
-    still to come gives its upper half to a new window while a request slot is idle. Only
-    this generator (the consumer) changes windows: requests run in daemon threads that
-    hand over whole pages, so no page is taken before its window is known, and a request
-    still in flight when the scan fails is left to finish on its own.
+    The list's lowest page and its top page (sort=id:desc) bound the ids between them,
+    which are cut into windows, each read upwards by keyset with an id:< bound, so windows
+    never share a row. A window whose count shows more than a page still to come gives its
+    upper half to a new window while a request slot is idle. Only the consumer (this
+    generator) changes windows: requests run in daemon threads that hand over whole pages,
+    so no page is taken before its window is known, and a request still in flight when the
+    scan fails is left to finish on its own.
     """
-    page_rows = max(len(first_ids), 1)
-    results: queue.Queue[_Outcome] = queue.Queue()
-    in_flight = 0
 
-    def send(tag: Any, request: tuple[str, Params]) -> None:
-        nonlocal in_flight
-        in_flight += 1
+    def __init__(self, fetch: Fetch, most: int) -> None:
+        self._fetch = fetch
+        self._most = most
+        self._answers: queue.Queue[tuple[Any, Page | BaseException]] = queue.Queue()
+        self._in_flight = 0
+        self._link = ""
+        self._page_rows = 1
+
+    def from_both_ends(self, url: str, params: Params) -> Iterator[Page]:
+        """A whole list: page one and the top page side by side, then the windows between."""
+        self._send("first", (url, params))
+        descending = [(k, v) for k, v in params if k != "sort"] + [("sort", "id:desc")]
+        self._send("top", (url, descending))
+        got = dict([self._receive(), self._receive()])
+        first, top = got["first"], got["top"]
+        ids, top_ids = page_ids(first.patients), page_ids(top.patients, descending=True)
+        yield first
+        if not first.next_link or not ids:
+            return  # one page holds the whole list: the top page holds nothing more
+        self._link, self._page_rows = first.next_link, len(ids)
+        left = (first.total_entries or 0) - len(ids)
+        yield from self._above(_Window(ids[-1], None), top, top_ids, left)
+
+    def above_page_one(self, link: str, ids: list[int], left: int) -> Iterator[Page]:
+        """The rows above page one: page two and the top page side by side, then windows."""
+        self._link, self._page_rows = link, len(ids)
+        bottom = _Window(ids[-1], None)
+        self._send(bottom, follow(link, above=bottom.above))
+        self._send("top", follow(link, above=bottom.above, descending=True))
+        got = dict([self._receive(), self._receive()])
+        second, top = got[bottom], got["top"]
+        lower_ids, top_ids = page_ids(second.patients), page_ids(top.patients, descending=True)
+        _check_count(left, second)
+        lower_ids, done = bottom.keep(second, lower_ids)
+        yield second
+        if not done:
+            yield from self._above(bottom, top, top_ids, left - len(lower_ids))
+
+    def _above(self, bottom: _Window, top: Page, top_ids: list[int], left: int) -> Iterator[Page]:
+        # The top page covers every id from its lowest up; rows the bottom has are dropped.
+        rows = zip(top.patients, top_ids, strict=True)
+        top.patients = [row for row, i in rows if i > bottom.above]
+        yield top
+        floor = top_ids[-1] if top_ids else None
+        if floor is None or not top.next_link or floor <= bottom.above + 1:
+            return
+        # Enough windows that each may fit in one page, up to one per request slot.
+        rows_left = max(left - len(top.patients), 1)
+        pieces = min(math.ceil(1.25 * rows_left / self._page_rows), self._most)
+        windows = [_Window(bottom.above, floor)]
+        while len(windows) < pieces:
+            widest = max(windows, key=lambda w: (w.below or 0) - w.above)
+            upper = widest.split(2 * self._page_rows, self._page_rows)
+            if upper is None:
+                break
+            windows.append(upper)
+        for window in windows:
+            self._request(window)
+        while self._in_flight:
+            window, page = self._receive()
+            ids, done = window.keep(page, page_ids(page.patients))
+            yield page
+            if done:
+                continue
+            if self._in_flight + 1 < self._most:
+                upper = window.split((page.total_entries or 0) - len(ids), self._page_rows)
+                if upper is not None:
+                    self._request(upper)
+            self._request(window)
+
+    def _request(self, window: _Window) -> None:
+        self._send(window, follow(self._link, above=window.above, below=window.below))
+
+    def _send(self, tag: Any, request: tuple[str, Params]) -> None:
+        self._in_flight += 1
 
         def run() -> None:
             try:
-                results.put((tag, fetch(*request)))
+                self._answers.put((tag, self._fetch(*request)))
             except BaseException as exc:
-                results.put((tag, exc))
+                self._answers.put((tag, exc))
 
         threading.Thread(target=run, name="cliniko-window", daemon=True).start()
 
-    def receive() -> tuple[Any, Page]:
-        nonlocal in_flight
-        tag, outcome = results.get()
-        in_flight -= 1
+    def _receive(self) -> tuple[Any, Page]:
+        tag, outcome = self._answers.get()
+        self._in_flight -= 1
         if isinstance(outcome, BaseException):
             raise outcome
         return tag, outcome
-
-    # The next page up from page one and the top page, side by side.
-    bottom = _Window(first_ids[-1], None)
-    send(bottom, follow(link, above=bottom.above))
-    send("top", follow(link, above=bottom.above, descending=True))
-    got: dict[Any, Page] = {}
-    while len(got) < 2:
-        tag, page = receive()
-        got[tag] = page
-    second, top = got[bottom], got["top"]
-    lower_ids, top_ids = page_ids(second.patients), page_ids(top.patients, descending=True)
-    _check_count(left, second)
-    lower_ids, done = bottom.keep(second, lower_ids)
-    yield second
-    if done:
-        return  # page two reached the end: the top page holds nothing new
-    # The top page covers every id from its lowest up; what page two also has is dropped.
-    floor = top_ids[-1] if top_ids else None
-    top.patients = [row for row, i in zip(top.patients, top_ids, strict=True) if i > bottom.above]
-    yield top
-    if floor is None or not top.next_link or floor <= bottom.above + 1:
-        return
-    rows_left = max((top.total_entries or 0) - len(lower_ids) - len(top_ids), 0)
-    windows = [_Window(bottom.above, floor)]
-    for _ in range(max(min(most, math.ceil(rows_left / page_rows)) - 1, 0)):
-        # Cut the widest window in two until there is one per request slot.
-        widest = max(windows, key=lambda w: (w.below or 0) - w.above)
-        upper = widest.split(2 * page_rows, page_rows)
-        if upper is None:
-            break
-        windows.append(upper)
-    for window in windows:
-        send(window, follow(link, above=window.above, below=window.below))
-    while in_flight:
-        window, page = receive()
-        ids, done = window.keep(page, page_ids(page.patients))
-        yield page
-        if done:
-            continue
-        left_here = (page.total_entries or 0) - len(ids)
-        if in_flight + 1 < most:
-            upper = window.split(left_here, page_rows)
-            if upper is not None:
-                send(upper, follow(link, above=upper.above, below=upper.below))
-        send(window, follow(link, above=window.above, below=window.below))
 
 
 def scan_by_created(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:

@@ -171,6 +171,7 @@ class CollectionStream(SkipsForbidden):
             yield from self._numbered_pages(collection.path)
             return
         start, full_read = self.window_start(context) if collection.incremental else (None, False)
+        self.reading_whole = collection.incremental and start is None  # reference tables are short
         # Whether archiving or cancelling moves updated_at is not known (as for patients),
         # so an incremental run also asks for rows archived or cancelled since the bookmark.
         columns = ("updated_at", *(h.split(":", 1)[0] for h in collection.hidden))
