@@ -86,6 +86,8 @@ class BufferedWriter(MsgSpecWriter):
     held: list[bytes] | None = None
     #: Cliniko's first answer may reach a page reader's thread while the writer writes.
     held_lock = threading.RLock()
+    #: Whether the last message written was a STATE.
+    ended_with_state = False
 
     def release(self) -> None:
         """Write the held lines: Cliniko has answered, so the sync is under way."""
@@ -97,6 +99,7 @@ class BufferedWriter(MsgSpecWriter):
 
     @override
     def write_message(self, message: Message) -> None:
+        self.ended_with_state = isinstance(message, StateMessage)
         if self.flattened is not None:
             if isinstance(message, SchemaMessage):
                 self.flattened[message.stream] = frozenset(message.schema.get("properties", {}))
@@ -212,6 +215,11 @@ class TapCliniko(Tap):
     def sync_all(self) -> None:
         self._reading_ahead = True
         super().sync_all()
+        writer = self.message_writer
+        if isinstance(writer, BufferedWriter) and not writer.ended_with_state:
+            # The SDK skips a STATE equal to the last one, but targets such as target-jsonl
+            # keep only a STATE that follows the last record: a complete run ends with one.
+            writer.write_message(StateMessage(value=self.state))
         selected = {s.name for s in self.streams.values() if s.selected}
         if selected and selected <= self.forbidden_streams:
             raise ClinikoError(
