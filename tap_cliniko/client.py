@@ -50,6 +50,9 @@ LEARNED_FALLBACKS = "unsearchable_filters"
 PAGING_MODE = "paging_mode"
 ROUTE = "route"
 LAST_FULL_READ = "last_full_read"
+#: Held while a page reader changes its stream's state and while STATE is written: a
+#: stream read ahead learns about the account while the writer copies the whole state.
+STATE_LOCK = threading.RLock()
 
 
 class NotSearchable(ClinikoError):
@@ -306,14 +309,15 @@ class ClinikoStream(RESTStream[Any]):
         start_date and forgets what was learned about the account, to check it again.
         """
         state = self.get_context_state(context)
-        if LAST_FULL_READ not in state and state.get("replication_key_value"):
-            # State from before periodic full reads: its clock starts at the bookmark.
-            state[LAST_FULL_READ] = state["replication_key_value"]
-        if not _full_read_due(state, self.config.get("full_reread_days", 7)):
-            planned, self.planned_start = self.planned_start, None
-            return (planned[0] if planned else self.get_starting_timestamp(context)), False
-        for key in (LEARNED_FALLBACKS, PAGING_MODE, ROUTE):
-            state.pop(key, None)
+        with STATE_LOCK:
+            if LAST_FULL_READ not in state and state.get("replication_key_value"):
+                # State from before periodic full reads: its clock starts at the bookmark.
+                state[LAST_FULL_READ] = state["replication_key_value"]
+            if not _full_read_due(state, self.config.get("full_reread_days", 7)):
+                planned, self.planned_start = self.planned_start, None
+                return (planned[0] if planned else self.get_starting_timestamp(context)), False
+            for key in (LEARNED_FALLBACKS, PAGING_MODE, ROUTE):
+                state.pop(key, None)
         return cliniko.parse_time(self.config.get("start_date")), True
 
     def whole_read_done(self, context: Context | None) -> None:
@@ -414,7 +418,8 @@ class ClinikoStream(RESTStream[Any]):
             if mode != paging.ID_MODE:
                 raise
             # The stream's mode; its deleted route (if any) follows links instead, as above.
-            state[PAGING_MODE] = paging.CREATED_MODE
+            with STATE_LOCK:
+                state[PAGING_MODE] = paging.CREATED_MODE
             LOGGER.warning(
                 "%s: Cliniko %s sort=id here; paging by %s instead (nothing is skipped;"
                 " rows already sent may come again)",
@@ -426,7 +431,8 @@ class ClinikoStream(RESTStream[Any]):
         except cliniko.RouteNotFound:
             if path is not None or ROUTE in state:
                 raise
-            state[ROUTE] = "fallback" if self.route_fallback else "missing"
+            with STATE_LOCK:
+                state[ROUTE] = "fallback" if self.route_fallback else "missing"
             if self.route_fallback:
                 LOGGER.warning(
                     "%s: Cliniko has no %s on this account; reading %s with %s instead",
@@ -463,7 +469,8 @@ class ClinikoStream(RESTStream[Any]):
         instead = self.fallbacks[column]
         # Kept in the stream's state, so later runs do not ask for the refused filter again.
         state = self.get_context_state(context)
-        state.setdefault(LEARNED_FALLBACKS, {})[column] = instead
+        with STATE_LOCK:
+            state.setdefault(LEARNED_FALLBACKS, {})[column] = instead
         LOGGER.info(
             "%s: Cliniko cannot filter on %s here; using %s instead",
             self.name,

@@ -17,7 +17,9 @@ from typing import Any, ClassVar
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import SyncLifecycleSignal
+from singer_sdk.helpers._state import StateWriter
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, TapCapabilities
+from singer_sdk.helpers.types import TapState
 from singer_sdk.singerlib.encoding.simple import (
     Message,
     RecordMessage,
@@ -26,7 +28,7 @@ from singer_sdk.singerlib.encoding.simple import (
 )
 from typing_extensions import override
 
-from tap_cliniko.client import ClinikoAPI, ClinikoStream
+from tap_cliniko.client import STATE_LOCK, ClinikoAPI, ClinikoStream
 from tap_cliniko.cliniko import ClinikoError
 from tap_cliniko.concurrency import Feed, ReadAhead, Rows, Scheduler
 from tap_cliniko.records import drop_nulls_outside
@@ -122,6 +124,15 @@ class BufferedWriter(MsgSpecWriter):
             self.deferred()
 
 
+class LockedStateWriter(StateWriter):
+    """The SDK's STATE writer, copying the state only while no page reader changes it."""
+
+    @override
+    def write_state(self, state: TapState) -> None:
+        with STATE_LOCK:
+            super().write_state(state)
+
+
 class TapCliniko(Tap):
     """Singer tap for Cliniko: patients and every other collection of the API."""
 
@@ -134,6 +145,7 @@ class TapCliniko(Tap):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         logging.getLogger("singer_sdk").addFilter(QUIET_KNOWN_NOISE)
         super().__init__(*args, **kwargs)
+        self._state_writer = LockedStateWriter(self.message_writer)
         if isinstance(self.message_writer, BufferedWriter):
             self.message_writer.held = []
             if self.config.get("flattening_enabled"):
@@ -219,7 +231,8 @@ class TapCliniko(Tap):
         if isinstance(writer, BufferedWriter) and not writer.ended_with_state:
             # The SDK skips a STATE equal to the last one, but targets such as target-jsonl
             # keep only a STATE that follows the last record: a complete run ends with one.
-            writer.write_message(StateMessage(value=self.state))
+            with STATE_LOCK:
+                writer.write_message(StateMessage(value=self.state))
         selected = {s.name for s in self.streams.values() if s.selected}
         if selected and selected <= self.forbidden_streams:
             raise ClinikoError(
