@@ -34,7 +34,7 @@ import time
 import venv
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from tap_cliniko.sandbox.resources import NESTED
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "benchmarks"
 DATA = HERE / ".data"
+RUNS_FILE = HERE / "runs.json"  # every figure of the last run: --report-only renders it again
 DLT_VENV = ROOT / ".venv-bench-dlt"
 DLT_SPEC = "dlt==1.31.0"
 KEY = "bench0key-au1"
@@ -165,7 +166,9 @@ def dataset(patients: int, collections: float = 0.0) -> Path:
     if not (source / "cliniko.sqlite3").exists():
         source.mkdir(parents=True, exist_ok=True)
         print(f"  making the {name} account (once; kept in {DATA})", flush=True)
+        started = time.monotonic()
         SandboxServer(sandbox_config(patients, collections, source)).stop()
+        print(f"  made in {time.monotonic() - started:.0f} s", flush=True)
     work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     shutil.copy(source / "cliniko.sqlite3", work / "cliniko.sqlite3")
     return work
@@ -510,6 +513,34 @@ class Bench:
     def __init__(self) -> None:
         self.runs: list[Run] = []
         self.skipped: list[Skipped] = []
+        self.machine = machine()
+        self.commit = git_commit()
+
+    def save(self, sizes: list[int], whole: int, quick: bool) -> None:
+        figures = {
+            "machine": self.machine,
+            "commit": self.commit,
+            "sizes": sizes,
+            "whole": whole,
+            "quick": quick,
+            "runs": [asdict(run) for run in self.runs],
+            "skipped": [asdict(skip) for skip in self.skipped],
+        }
+        RUNS_FILE.write_text(json.dumps(figures, indent=1) + "\n")
+
+    @classmethod
+    def load(cls) -> tuple[Bench, list[int], int, bool]:
+        figures = json.loads(RUNS_FILE.read_text())
+        bench = cls()
+        bench.machine, bench.commit = figures["machine"], figures["commit"]
+        counters = ("requests", "short", "per_stream", "records_per_stream")
+        for data in figures["runs"]:
+            run = Run(**data)
+            for name in counters:
+                setattr(run, name, Counter(data[name]))
+            bench.runs.append(run)
+        bench.skipped = [Skipped(**data) for data in figures["skipped"]]
+        return bench, figures["sizes"], figures["whole"], figures["quick"]
 
     def find(self, contender: str, scenario: str, n: int, latency: float = 0) -> Run | None:
         return next(
@@ -600,10 +631,10 @@ def run_table(runs: list[Run | None], first_column: Callable[[Run], str], head: 
 def report(bench: Bench, sizes: list[int], whole: int, quick: bool) -> str:
     find = bench.find
     contenders = (*TAP_CONTENDERS, "dlt")
-    lines = ["# Benchmark results", "", f"Machine: {machine()}.", ""]
+    lines = ["# Benchmark results", "", f"Machine: {bench.machine}.", ""]
     lines += [
         f"Produced by `python3 dev.py bench{' --quick' if quick else ''}` at commit"
-        f" `{git_commit()}`, against the local Cliniko over real HTTP on 127.0.0.1 (server and"
+        f" `{bench.commit}`, against the local Cliniko over real HTTP on 127.0.0.1 (server and"
         " tap share the machine's cores). Figures only: nothing here is asserted by a test.",
         "",
         "## The limit and how runs are judged",
@@ -687,13 +718,21 @@ def report(bench: Bench, sizes: list[int], whole: int, quick: bool) -> str:
     lines += run_table(incremental, lambda r: f"{r.latency_ms:.0f} ms, {r.scenario}", "run")
     done = [r for r in incremental if r]
     if done:
-        lines += ["", "Requests per stream (target: at most 2):", ""]
+        lines += [
+            "",
+            "Requests per stream (target: at most 2) / records it emitted again. A parent"
+            " collection's list read without a bookmark filter is a child stream reading its"
+            " parents, shown on its own row.",
+            "",
+        ]
         head = " | ".join(f"{r.latency_ms:.0f} ms {r.scenario}" for r in done)
         lines += [f"| stream | {head} |", "|---|" + "---:|" * len(done)]
         for stream in sorted(set().union(*(r.per_stream for r in done))):
-            lines.append(
-                f"| `{stream}` | " + " | ".join(str(r.per_stream[stream]) for r in done) + " |"
-            )
+            counts = []
+            for r in done:
+                emitted = "" if UNFILTERED in stream else f" / {r.records_per_stream[stream]}"
+                counts.append(f"{r.per_stream[stream]}{emitted}")
+            lines.append(f"| `{stream}` | " + " | ".join(counts) + " |")
     lines += ["", "## 4. Requests of a full sync beyond ceil(rows/100) per route", ""]
     lines += [
         "extra = requests - ceil(rows/100); short = answers carrying fewer than 100 rows (every"
@@ -890,9 +929,19 @@ def main() -> int:
         metavar="N",
         help="only the whole-account scenario with N patients (writes WHOLE_ACCOUNT.md)",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help=f"render RESULTS.md and the plot again from {RUNS_FILE.name}, running nothing",
+    )
     args = parser.parse_args()
     if args.whole_account:
         return whole_account_only(args.whole_account)
+    if args.report_only:
+        bench, sizes, whole, quick = Bench.load()
+        (HERE / "RESULTS.md").write_text(report(bench, sizes, whole, quick))
+        plot(bench)
+        return 0
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes
@@ -910,6 +959,7 @@ def main() -> int:
     print(f"whole account, {whole:,} patients", flush=True)
     for latency in LATENCIES:
         bench.whole_account(whole, latency)
+    bench.save(sizes, whole, args.quick)
     (HERE / "RESULTS.md").write_text(report(bench, sizes, whole, args.quick))
     plot(bench)
     minutes = (time.monotonic() - started) / 60
