@@ -34,7 +34,7 @@ import time
 import venv
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -159,8 +159,12 @@ class Measured:
     started: float  # epoch seconds, on the clock the server's log uses
 
 
-def dataset(patients: int, collections: float = 0.0) -> Path:
-    """A pristine SQLite file of a synthetic account, made once and copied per run."""
+@contextlib.contextmanager
+def dataset(patients: int, collections: float = 0.0) -> Iterator[Path]:
+    """A copy of a synthetic account's SQLite file, made once and kept in DATA.
+
+    Runs only read it; each run's local Cliniko is new, so its rolling minute starts empty.
+    """
     name = str(patients) if not collections else f"whole-{patients}"
     source = DATA / name
     if not (source / "cliniko.sqlite3").exists():
@@ -169,9 +173,9 @@ def dataset(patients: int, collections: float = 0.0) -> Path:
         started = time.monotonic()
         SandboxServer(sandbox_config(patients, collections, source)).stop()
         print(f"  made in {time.monotonic() - started:.0f} s", flush=True)
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-    shutil.copy(source / "cliniko.sqlite3", work / "cliniko.sqlite3")
-    return work
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as work:
+        shutil.copy(source / "cliniko.sqlite3", Path(work) / "cliniko.sqlite3")
+        yield Path(work)
 
 
 def sandbox_config(
@@ -507,6 +511,10 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, Counter) else value
+
+
 class Bench:
     """Runs the scenarios in turn and keeps every run (and every run it chose to skip)."""
 
@@ -523,7 +531,10 @@ class Bench:
             "sizes": sizes,
             "whole": whole,
             "quick": quick,
-            "runs": [asdict(run) for run in self.runs],
+            # Not asdict(): it rebuilds a Counter from (key, count) pairs, counting the pairs.
+            "runs": [
+                {f.name: plain(getattr(run, f.name)) for f in fields(run)} for run in self.runs
+            ],
             "skipped": [asdict(skip) for skip in self.skipped],
         }
         RUNS_FILE.write_text(json.dumps(figures, indent=1) + "\n")
@@ -569,21 +580,25 @@ class Bench:
                 self.skipped.append(Skipped(contender, scenario, n, latency, guess))
 
     def record_path(self, n: int) -> None:
-        for contender in ("tap", "sdk-default", "dlt"):
-            self.add(run_once(contender, "record path", n, dataset(n)))
+        with dataset(n) as data:
+            for contender in ("tap", "sdk-default", "dlt"):
+                self.add(run_once(contender, "record path", n, data))
 
     def full_sync(self, n: int, latency: float) -> None:
-        data = dataset(n)
-        r = round_trip(str(n), data, n, 0.0, latency)
-        c8 = run_once("tap c8", "full sync", n, dataset(n), latency_ms=latency, r=r)[0]
-        self.runs.append(c8)
-        self.add(run_once("dlt", "full sync", n, dataset(n), latency_ms=latency, r=r))
-        for contender, _ in self.slow_ones("full sync", n, latency, c8):
-            self.add(run_once(contender, "full sync", n, dataset(n), latency_ms=latency, r=r))
+        with dataset(n) as data:
+            r = round_trip(str(n), data, n, 0.0, latency)
+            c8 = run_once("tap c8", "full sync", n, data, latency_ms=latency, r=r)[0]
+            self.runs.append(c8)
+            self.add(run_once("dlt", "full sync", n, data, latency_ms=latency, r=r))
+            for contender, _ in self.slow_ones("full sync", n, latency, c8):
+                self.add(run_once(contender, "full sync", n, data, latency_ms=latency, r=r))
 
     def whole_account(self, patients: int, latency: float) -> None:
+        with dataset(patients, 1.0) as data:
+            self._whole_account(patients, latency, data)
+
+    def _whole_account(self, patients: int, latency: float, data: Path) -> None:
         """Every default stream of a whole account, then two incremental runs on its state."""
-        data = dataset(patients, 1.0)
         r = round_trip(f"whole-{patients}", data, patients, 1.0, latency)
 
         def run(contender: str, scenario: str, state: dict[str, Any] | None = None) -> Any:
@@ -896,16 +911,23 @@ def plot(bench: Bench) -> None:
     figure.savefig(HERE / "wall_time.png", dpi=110)
 
 
+def whole_account_text(bench: Bench, patients: int) -> str:
+    """Sections 2 and 3 of the report and their targets, for WHOLE_ACCOUNT.md."""
+    text = "# Whole-account benchmark (python3 dev.py bench --whole-account N)\n\n"
+    full = report(bench, [], patients, quick=False).replace(
+        "`python3 dev.py bench`", f"`python3 dev.py bench --whole-account {patients}`"
+    )
+    text += full.split("## 1. ", 1)[0].split("\n", 2)[2]  # machine, commit, the limit
+    text += "## " + full.split("## 2. ", 1)[1].split("## 4. ", 1)[0]
+    return text + "## Targets\n\n" + "\n".join(targets(bench, [], patients)) + "\n"
+
+
 def whole_account_only(patients: int) -> int:
     """The old `--whole-account N` job: the whole-account scenario alone, into WHOLE_ACCOUNT.md."""
     bench = Bench()
     for latency in LATENCIES:
         bench.whole_account(patients, latency)
-    text = "# Whole-account benchmark (python3 dev.py bench --whole-account N)\n\n"
-    text += f"Machine: {machine()}.\n\n"
-    body = report(bench, [], patients, quick=False).split("## 2. ", 1)[1].split("## 4. ", 1)[0]
-    text += "## " + body
-    text += "\n## Targets\n\n" + "\n".join(targets(bench, [], patients)) + "\n"
+    text = whole_account_text(bench, patients)
     (HERE / "WHOLE_ACCOUNT.md").write_text(text)
     print(text)
     return 0
@@ -959,8 +981,8 @@ def main() -> int:
     print(f"whole account, {whole:,} patients", flush=True)
     for latency in LATENCIES:
         bench.whole_account(whole, latency)
-    bench.save(sizes, whole, args.quick)
     (HERE / "RESULTS.md").write_text(report(bench, sizes, whole, args.quick))
+    bench.save(sizes, whole, args.quick)
     plot(bench)
     minutes = (time.monotonic() - started) / 60
     print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'wall_time.png'} in {minutes:.0f} minutes")
