@@ -822,7 +822,7 @@ def targets(bench: Bench, sizes: list[int], whole: int) -> list[str]:
                     judged(run, f"Incremental, nothing changed ({scenario[-1]}), {latency} ms")
                 )
                 over = {s: c for s, c in sorted(run.per_stream.items()) if c > 2}
-                streams = len(run.per_stream)
+                streams = sum(1 for stream in run.per_stream if UNFILTERED not in stream)
                 out.append(
                     f"- Incremental, nothing changed ({scenario[-1]}), {latency} ms:"
                     f" {run.total_requests} requests over {streams} streams,"
