@@ -3,11 +3,12 @@
     python scripts/generate_models.py            # (re)write the files
     python scripts/generate_models.py --check    # exit 1 if a committed file differs
 
-Each default-selected incremental collection (not clinical, not a child stream) gets
-models/current/<name>_current.sql calling the latest_record macro, and its tests in
-models/current/collections_current.yml: unique and not-null id, accepted status values (active
-plus the lifecycle dates its schema has). models/sources.yml lists every loaded table.
-Full-table collections are left out: ACTIVATE_VERSION already leaves one current row per id.
+Each default-selected collection (not clinical) gets models/current/<name>_current.sql calling
+the latest_record macro, and its tests in models/current/collections_current.yml: unique and
+not-null key, accepted status values (active plus the lifecycle dates its schema has).
+Full-table collections and child streams are reloaded whole on every run, so their table is the
+current state once deduplicated on the key; a row gone from Cliniko is deleted where the loader
+stamps it `_sdc_deleted_at` on ACTIVATE_VERSION. models/sources.yml lists every loaded table.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ from tap_cliniko.resources import COLLECTIONS, Collection  # noqa: E402
 
 TRANSFORM = ROOT / "transform"
 MARKERS = ("archived", "cancelled", "deleted")  # lifecycle dates, in accepted_values order
-# Practitioners have no archived_at: Cliniko lists the inactive ones on their own route.
-STATUS_SQL = {
-    "practitioners": "case when coalesce(active, false) then 'active' else 'inactive' end",
-}
+# Practitioners and users have no archived_at: an `active` flag says whether they still work.
+ACTIVE_FLAG_SQL = "case when coalesce(active, false) then 'active' else 'inactive' end"
 PATIENT_TABLES = (
     ("patients", "Active patients (GET /patients)."),
     ("archived_patients", "Archived patients (GET /patients/archived)."),
@@ -37,26 +36,58 @@ HEADER = "# Written by scripts/generate_models.py from tap_cliniko/resources.py:
 
 
 def modelled(collection: Collection) -> bool:
-    """Whether a collection gets a current-state model (synced by default, read incrementally)."""
-    return collection.incremental and not collection.clinical and not collection.parent
+    """Whether a collection gets a current-state model and a source (synced by default)."""
+    return not collection.clinical
+
+
+def full_table(collection: Collection) -> bool:
+    """Whether every run reloads the whole collection (child streams always do)."""
+    return not collection.incremental or collection.parent is not None
+
+
+def properties(collection: Collection) -> dict[str, object]:
+    """The fields of a collection's schema."""
+    schema = json.loads((ROOT / "schemas" / f"{collection.name}.json").read_text())
+    found: dict[str, object] = schema["properties"]
+    return found
+
+
+def active_flag(collection: Collection) -> bool:
+    """Whether `active` rather than lifecycle dates says a row's status."""
+    fields = properties(collection)
+    return "active" in fields and not any(f"{m}_at" in fields for m in MARKERS)
 
 
 def statuses(collection: Collection) -> list[str]:
     """The status values the model of a collection can hold."""
-    if collection.name in STATUS_SQL:
-        return ["active", "inactive"]
-    schema = json.loads((ROOT / "schemas" / f"{collection.name}.json").read_text())
-    return ["active", *(m for m in MARKERS if f"{m}_at" in schema["properties"])]
+    fields = properties(collection)
+    found = ["active", "inactive"] if active_flag(collection) else ["active"]
+    found += [m for m in MARKERS if f"{m}_at" in fields]
+    if full_table(collection) and "deleted" not in found:
+        found.append("deleted")  # gone from Cliniko, stamped _sdc_deleted_at by the loader
+    return found
+
+
+def key_sql(collection: Collection) -> str:
+    """One SQL expression unique per row: the key, its columns joined with ':'."""
+    return " || ':' || ".join(collection.key)
 
 
 def model_sql(collection: Collection) -> str:
     """models/current/<name>_current.sql."""
-    status = STATUS_SQL.get(collection.name)
-    argument = f', status_sql="{status}"' if status else ""
+    arguments = ""
+    if active_flag(collection):
+        arguments += f', status_sql="{ACTIVE_FLAG_SQL}"'
+    if collection.key != ("id",):
+        arguments += f", key={list(collection.key)}"
+    if full_table(collection):
+        arguments += ", loader_deletes=true"
+    key = ", ".join(collection.key)
+    what = "its row of the last full read" if full_table(collection) else "its latest record"
     return (
-        f"-- One row per {collection.name} id: its latest record, with its status.\n"
+        f"-- One row per {collection.name} {key}: {what}, with its status.\n"
         f"-- Written by scripts/generate_models.py from tap_cliniko/resources.py: do not edit.\n"
-        f"{{{{ latest_record('{collection.name}'{argument}) }}}}\n"
+        f"{{{{ latest_record('{collection.name}'{arguments}) }}}}\n"
     )
 
 
@@ -65,21 +96,45 @@ def tests_yml(collections: list[Collection]) -> str:
     lines = [HEADER, "version: 2\n", "\n", "models:\n"]
     for collection in collections:
         values = ", ".join(statuses(collection))
+        key = ", ".join(collection.key)
         lines += [
             f"  - name: {collection.name}_current\n",
-            f"    description: One row per {collection.name} id, its latest record.\n",
-            "    columns:\n",
-            "      - name: id\n",
-            "        data_tests: [unique, not_null]\n",
+            f"    description: One row per {collection.name} {key}, its latest record.\n",
+        ]
+        if collection.key != ("id",):  # a composite key: unique as one expression
+            lines += [
+                "    data_tests:\n",
+                "      - unique:\n",
+                f"          name: unique_{collection.name}_current_key\n",
+                "          arguments:\n",
+                f'            column_name: "{key_sql(collection)}"\n',
+            ]
+        lines.append("    columns:\n")
+        if collection.key == ("id",):
+            lines += ["      - name: id\n", "        data_tests: [unique, not_null]\n"]
+        for column in collection.key if collection.key != ("id",) else ():
+            lines += [
+                f"      - name: {column}\n",
+                "        data_tests:\n",
+                "          - not_null\n",
+            ]
+            if collection.parent and column == collection.parent_key:  # a row of a read parent
+                lines += [
+                    "          - relationships:\n",
+                    "              arguments:\n",
+                    f"                to: ref('{collection.parent}_current')\n",
+                    "                field: id\n",
+                ]
+        lines += [
             "      - name: status\n",
             "        data_tests:\n",
             "          - not_null\n",
             "          - accepted_values:\n",
             "              arguments:\n",
             f"                values: [{values}]\n",
-            "      - name: last_changed_at\n",
-            "        data_tests: [not_null]\n",
         ]
+        if "updated_at" in properties(collection) or "created_at" in properties(collection):
+            lines += ["      - name: last_changed_at\n", "        data_tests: [not_null]\n"]
     return "".join(lines)
 
 
@@ -98,9 +153,10 @@ def sources_yml() -> str:
         lines += [f"      - name: {name}\n", f"        description: {description}\n"]
     for collection in COLLECTIONS:
         if modelled(collection):
+            what = "every row on every run" if full_table(collection) else "every status"
             lines += [
                 f"      - name: {collection.name}\n",
-                f"        description: GET {collection.path}, every status in one table.\n",
+                f"        description: GET {collection.path}, {what} in one table.\n",
             ]
     return "".join(lines)
 

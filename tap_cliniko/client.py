@@ -25,6 +25,7 @@ from typing_extensions import override
 
 from tap_cliniko import cliniko, paging
 from tap_cliniko.cliniko import ClinikoError
+from tap_cliniko.concurrency import WRITER, Rows, Scheduler
 from tap_cliniko.paging import Page, Params
 from tap_cliniko.records import (
     date_fields,
@@ -116,12 +117,14 @@ class ClinikoAPI:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         on_first_answer: Callable[[], None] | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.base_url = cliniko.check_base_url(base_url)
         self._auth = (api_key, "")
         self.timeout = timeout
         self.max_retry_seconds = max_retry_seconds
         self.budget = budget or RequestBudget(requests_per_minute, sleep=sleep)
+        self.scheduler = scheduler or Scheduler(1)
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._clock = clock
@@ -132,11 +135,14 @@ class ClinikoAPI:
         self._connected = False
         self._on_first_answer = on_first_answer
 
-    def get_page(self, url: str, params: Params, records_key: str = "patients") -> Page:
+    def get_page(
+        self, url: str, params: Params, records_key: str = "patients", priority: int = WRITER
+    ) -> Page:
         """GET one list page, waiting and retrying as Cliniko's answer asks.
 
         The retry budget is the time elapsed since the first attempt, waits and slow
-        answers alike.
+        answers alike. priority: the place in the sync order of the stream asking (see
+        concurrency.Scheduler); a request holds its slot only while it is sent.
         """
         if not cliniko.same_origin(url, self.base_url):
             raise ClinikoError(
@@ -150,7 +156,8 @@ class ClinikoAPI:
             attempt += 1
             unreachable = False
             try:
-                page = self._get_once(url, params, path, records_key)
+                with self.scheduler.slot(priority):
+                    page = self._get_once(url, params, path, records_key)
                 if not self._connected:
                     self._connected = True
                     if self._on_first_answer:
@@ -266,6 +273,15 @@ class ClinikoStream(RESTStream[Any]):
     append_only: ClassVar[bool] = False
     #: Key of the records list in a page of this stream's route.
     records_key: ClassVar[str] = "patients"
+    #: When this run's whole read completed (None: not a whole read, or not complete).
+    _whole_read_at: datetime | None = None
+    #: Cliniko's clock at the stream's first answer, and the bookmark's cap taken from it.
+    _server_start: datetime | None = None
+    _signpost: str | None = None
+    #: Whether this run reads the stream's lists whole (a first sync, a periodic whole read).
+    reading_whole = False
+    #: Where this run reads from, when worked out before the stream's turn (read ahead).
+    planned_start: tuple[datetime | None] | None = None
 
     @property
     def api(self) -> ClinikoAPI:
@@ -294,31 +310,47 @@ class ClinikoStream(RESTStream[Any]):
             # State from before periodic full reads: its clock starts at the bookmark.
             state[LAST_FULL_READ] = state["replication_key_value"]
         if not _full_read_due(state, self.config.get("full_reread_days", 7)):
-            return self.get_starting_timestamp(context), False
+            planned, self.planned_start = self.planned_start, None
+            return (planned[0] if planned else self.get_starting_timestamp(context)), False
         for key in (LEARNED_FALLBACKS, PAGING_MODE, ROUTE):
             state.pop(key, None)
         return cliniko.parse_time(self.config.get("start_date")), True
 
     def whole_read_done(self, context: Context | None) -> None:
-        """Note in state that a whole read completed (on Cliniko's clock when known)."""
-        moment = getattr(self, "_server_start", None) or datetime.now(UTC)
-        self.get_context_state(context)[LAST_FULL_READ] = cliniko.format_time(moment)
+        """Note that a whole read completed (on Cliniko's clock when known).
+
+        Written to state by request_records once the stream's rows are all written: a page
+        reader running ahead must not mark a whole read done that the output has not got.
+        """
+        self._whole_read_at = self._server_start or datetime.now(UTC)
 
     @override
     def request_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
+        feed = self._tap.feed_of(self) if context is None else None  # type: ignore[attr-defined]
+        for rows in feed if feed is not None else self.pages(context):
+            yield from rows
+        if self._signpost is not None:
+            self.state_manager.write_replication_key_signpost(self._signpost, context=context)
+        if self._whole_read_at is not None:
+            moment = cliniko.format_time(self._whole_read_at)
+            self.get_context_state(context)[LAST_FULL_READ] = moment
+
+    def pages(self, context: Context | None, priority: int = WRITER) -> Iterator[Rows]:
+        """The stream's raw rows, a page at a time (what request_records writes)."""
+        self._priority = priority
+        self._whole_read_at = self._server_start = self._signpost = None
+        return self.rows(context)
+
+    def rows(self, context: Context | None) -> Iterator[Rows]:
+        """The patient routes' rows: one pass per column of since_fields."""
         start, full_read = self.window_start(context)
         passes = [self._since(f, start, context) for f in self.since_fields] if start else [[]]
-        emitted: dict[str, tuple[Any, ...]] = {}
+        seen: dict[str, tuple[Any, ...]] = {}
         self._route_missing = False
+        self.reading_whole = start is None
         for filters in passes:
-            for raw in self._scan(filters, context):
-                if len(passes) > 1:
-                    version = (raw.get("updated_at"), raw.get("archived_at"))
-                    key = patient_id(raw) or ""
-                    if emitted.get(key) == version:
-                        continue
-                    emitted[key] = version
-                yield raw
+            pages = self._scan(filters, context)
+            yield from sent_once(pages, ("updated_at", "archived_at"), seen, len(passes) > 1)
             if self._route_missing:
                 break
         if full_read:
@@ -336,8 +368,8 @@ class ClinikoStream(RESTStream[Any]):
         context: Context | None,
         path: str | None = None,
         records_key: str | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """The rows of a list matching filters, by the best paging mode that works.
+    ) -> Iterator[Rows]:
+        """The rows of a list matching filters, a page at a time, by the best mode that works.
 
         path: another route of this stream (its own path by default). Only the stream's own
         path has a learned fallback route; a 404 on another is the caller's to handle.
@@ -357,16 +389,23 @@ class ClinikoStream(RESTStream[Any]):
         if mode == paging.CREATED_MODE and (route.endswith("/deleted") or self.append_only):
             mode = paging.LINKS_MODE  # deleted rows: the list only grows, and may lack created_at
         progress = _Progress(self.name)
-        fetch = partial(self.api.get_page, records_key=records_key or self.records_key)
+        fetch = partial(
+            self.api.get_page,
+            records_key=records_key or self.records_key,
+            priority=getattr(self, "_priority", WRITER),
+        )
         if mode == paging.ID_MODE:
-            pages = paging.scan(fetch, url, params)
+            # A whole list is likely long: its top page is asked for with its first.
+            whole = self.reading_whole and not any(":>=" in f for f in filters)
+            slots = self.api.scheduler.slots
+            pages = paging.scan(fetch, url, params, concurrency=slots, whole=whole)
         else:
             pages = paging.SCANS[mode](fetch, url, params)
         try:
             first = next(pages)
             self._note_server_start(first, context)
             for page in itertools.chain([first], pages):
-                yield from self._keep(page.patients, extra)
+                yield self._keep(page.patients, extra)
                 progress.page(len(page.patients), page.total_entries)
         except NotSearchable:
             instead = self._learn_filter(filters, context)
@@ -440,7 +479,7 @@ class ClinikoStream(RESTStream[Any]):
         updated_at by whichever machine saved a row: an edit landing after the read but
         stamped a little earlier must still be >= the next run's filter.
         """
-        if getattr(self, "_server_start", None) is not None:
+        if self._server_start is not None:
             return
         moment = page.server_time
         if moment is None:
@@ -449,11 +488,10 @@ class ClinikoStream(RESTStream[Any]):
                 self.name,
             )
             moment = datetime.now(UTC)
-        self._server_start: datetime | None = moment
+        self._server_start = moment
         lookback = timedelta(seconds=self.config.get("lookback_seconds", 300))
-        self.state_manager.write_replication_key_signpost(
-            cliniko.format_time(moment - lookback), context=context
-        )
+        # Written to state by request_records, at the stream's turn (see whole_read_done).
+        self._signpost = cliniko.format_time(moment - lookback)
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -530,6 +568,26 @@ class _Progress:
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def sent_once(
+    pages: Iterator[Rows], columns: tuple[str, ...], seen: dict[str, tuple[Any, ...]], check: bool
+) -> Iterator[Rows]:
+    """Pages without the rows another pass already sent as they are (same id and columns).
+
+    check False: a single pass, nothing to compare (and nothing remembered).
+    """
+    if not check:
+        yield from pages
+        return
+    for page in pages:
+        fresh = []
+        for raw in page:
+            key, version = patient_id(raw) or "", tuple(raw.get(c) for c in columns)
+            if seen.get(key) != version:
+                seen[key] = version
+                fresh.append(raw)
+        yield fresh
 
 
 def _full_read_due(state: dict[str, Any], every_days: float) -> bool:

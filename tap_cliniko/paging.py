@@ -7,8 +7,8 @@ pager that follows `links.next` as given can skip a row for good. Three modes, b
 - `id` (keyset): every request after the first follows the server's next link (same host,
   path and filters) but asks for `id > last id seen` on page one, sorted by id. Ids never
   change, so rows leaving or entering the list cannot make the pager jump over anyone.
-  Long lists are read from both ends at once (two requests in flight reach Cliniko's
-  per-minute budget even when one round trip is slower than the budget's interval).
+  A long list is cut into id windows read side by side, so that one list can keep every
+  request slot busy.
 - `created_at`: for an account that refuses or ignores `sort=id`. Cliniko's documented
   default order is `created_at` ascending and `created_at` is a documented filter, so the
   pager asks for `created_at >= the last value seen` and drops the ids it already has.
@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from tap_cliniko.cliniko import ClinikoError, format_time, parse_time
@@ -89,12 +89,26 @@ def page_ids(patients: list[dict[str, Any]], *, descending: bool = False) -> lis
     return ids
 
 
-def scan(fetch: Fetch, url: str, params: Params, *, parallel: bool = True) -> Iterator[Page]:
-    """Yield the pages of a list in keyset order; the first page is yielded whole first."""
+def scan(
+    fetch: Fetch, url: str, params: Params, *, concurrency: int = 1, whole: bool = False
+) -> Iterator[Page]:
+    """Yield the pages of a list in keyset order; the first page is yielded whole first.
+
+    concurrency: most requests of this list in flight at once. Above one, a long list is
+    cut into id windows read side by side (see _Windows). whole: the list is read without
+    a filter of changes, so it is likely long: its top page is asked with page one.
+    """
+    if concurrency > 1 and whole:
+        yield from _Windows(fetch, concurrency).from_both_ends(url, params)
+        return
     first = fetch(url, params)
     ids = page_ids(first.patients)
     yield first
     if not first.next_link or not ids:
+        return
+    left = None if first.total_entries is None else first.total_entries - len(ids)
+    if concurrency > 1 and left is not None and left > len(ids):
+        yield from _Windows(fetch, concurrency).above_page_one(first.next_link, ids, left)
         return
     # Page two comes alone: a server that ignores sort=id shows itself in its count. Rows
     # above the last id of page one must be all rows not on it; fewer means page one was not
@@ -102,18 +116,16 @@ def scan(fetch: Fetch, url: str, params: Params, *, parallel: bool = True) -> It
     # between looks the same, and then the fallback costs speed, never rows).
     second = fetch(*follow(first.next_link, above=ids[-1]))
     more = page_ids(second.patients)
-    if None not in (first.total_entries, second.total_entries) and (
-        second.total_entries < first.total_entries - len(ids)  # type: ignore[operator]
-    ):
-        raise OutOfOrder("Cliniko's counts show rows below the last id of page one")
+    _check_count(left, second)
     yield second
-    if not second.next_link or not more:
-        return
-    remaining = second.total_entries
-    if parallel and remaining is not None and remaining - len(more) > 2 * len(more):
-        yield from _both_ends(fetch, second.next_link, more[-1])
-    else:
+    if second.next_link and more:
         yield from _ascend(fetch, second.next_link, more[-1])
+
+
+def _check_count(left: int | None, page: Page) -> None:
+    """Refuse a page above page one's last id counting fewer rows than page one left."""
+    if left is not None and page.total_entries is not None and page.total_entries < left:
+        raise OutOfOrder("Cliniko's counts show rows below the last id of page one")
 
 
 def _ascend(fetch: Fetch, link: str, last: int) -> Iterator[Page]:
@@ -126,118 +138,136 @@ def _ascend(fetch: Fetch, link: str, last: int) -> Iterator[Page]:
         link, last = page.next_link, ids[-1]
 
 
-class _Ends:
-    """How far each reader has got, and what the consumer has taken from each end.
+@dataclass(eq=False)  # a window is itself, not its bounds: it tags its requests
+class _Window:
+    """Ids from above + 1 up to below - 1 (below None: no end), read upwards by keyset."""
 
-    The readers shape their requests by what the other has fetched, so that they stop near
-    each other. Only the consumer decides what is taken and when the scan is complete, from
-    the pages it has in hand: a page still inside a reader (a slow target has filled the
-    queue) covers nothing yet, so no row can be dropped between the two.
+    above: int
+    below: int | None
+
+    def keep(self, page: Page, ids: list[int]) -> tuple[list[int], bool]:
+        """Trim rows past the window's end (a server ignoring id:<); True when it is done."""
+        inside = len(ids) if self.below is None else sum(1 for i in ids if i < self.below)
+        if inside < len(ids):
+            del page.patients[inside:]
+            return ids[:inside], True
+        if not page.next_link or not ids:
+            return ids, True
+        self.above = ids[-1]
+        return ids, False
+
+    def split(self, rows_left: int, page_rows: int) -> _Window | None:
+        """Give the upper half of what is left to a new window, when that is worth a request."""
+        if self.below is None or rows_left <= page_rows or self.below - self.above < 4:
+            return None
+        middle = self.above + (self.below - self.above) // 2
+        upper = _Window(middle - 1, self.below)
+        self.below = middle
+        return upper
+
+
+class _Windows:
+    """The rest of a long list, read in id windows side by side.
+
+    The list's lowest page and its top page (sort=id:desc) bound the ids between them,
+    which are cut into windows, each read upwards by keyset with an id:< bound, so windows
+    never share a row. A window whose count shows more than a page still to come gives its
+    upper half to a new window while a request slot is idle. Only the consumer (this
+    generator) changes windows: requests run in daemon threads that hand over whole pages,
+    so no page is taken before its window is known, and a request still in flight when the
+    scan fails is left to finish on its own.
     """
 
-    def __init__(self, last: int) -> None:
-        self._lock = threading.Lock()
-        self.fetched_high, self.fetched_low = last, cast(int | None, None)  # readers' frontiers
-        self.covered_high: float = last  # every id <= this is taken (ascending end)
-        self.covered_low: float = math.inf  # every id >= this is taken (descending end)
-        self.emitted_high, self.emitted_low = last, cast(int | None, None)  # taken rows' ends
+    def __init__(self, fetch: Fetch, most: int) -> None:
+        self._fetch = fetch
+        self._most = most
+        self._answers: queue.Queue[tuple[Any, Page | BaseException]] = queue.Queue()
+        self._in_flight = 0
+        self._link = ""
+        self._page_rows = 1
 
-    def request_bounds(self, descending: bool) -> int | None:
-        """The bound a reader's next request may stop at: the other reader's frontier."""
-        with self._lock:
-            return self.fetched_high if descending else self.fetched_low
+    def from_both_ends(self, url: str, params: Params) -> Iterator[Page]:
+        """A whole list: page one and the top page side by side, then the windows between."""
+        self._send("first", (url, params))
+        descending = [(k, v) for k, v in params if k != "sort"] + [("sort", "id:desc")]
+        self._send("top", (url, descending))
+        got = dict([self._receive(), self._receive()])
+        first, top = got["first"], got["top"]
+        ids, top_ids = page_ids(first.patients), page_ids(top.patients, descending=True)
+        yield first
+        if not first.next_link or not ids:
+            return  # one page holds the whole list: the top page holds nothing more
+        self._link, self._page_rows = first.next_link, len(ids)
+        left = (first.total_entries or 0) - len(ids)
+        yield from self._above(_Window(ids[-1], None), top, top_ids, left)
 
-    def fetched(self, ids: list[int], *, descending: bool) -> bool:
-        """Note a reader's page; True when it reached rows the other reader has fetched."""
-        with self._lock:
-            if not ids:
-                return True
-            if descending:
-                self.fetched_low = ids[-1]
-                return ids[-1] <= self.fetched_high
-            self.fetched_high = ids[-1]
-            return self.fetched_low is not None and ids[-1] >= self.fetched_low
+    def above_page_one(self, link: str, ids: list[int], left: int) -> Iterator[Page]:
+        """The rows above page one: page two and the top page side by side, then windows."""
+        self._link, self._page_rows = link, len(ids)
+        bottom = _Window(ids[-1], None)
+        self._send(bottom, follow(link, above=bottom.above))
+        self._send("top", follow(link, above=bottom.above, descending=True))
+        got = dict([self._receive(), self._receive()])
+        second, top = got[bottom], got["top"]
+        lower_ids, top_ids = page_ids(second.patients), page_ids(top.patients, descending=True)
+        _check_count(left, second)
+        lower_ids, done = bottom.keep(second, lower_ids)
+        yield second
+        if not done:
+            yield from self._above(bottom, top, top_ids, left - len(lower_ids))
 
-    def take(self, page: Page, ids: list[int], bound: int | None, *, descending: bool) -> bool:
-        """Keep the page's rows not taken yet (in place); True once the ends have met.
-
-        bound is the other end's frontier the page's request stopped at: a page without a
-        next link covers everything up to it.
-        """
-        rows = zip(page.patients, ids, strict=True)
-        if descending:
-            page.patients = [row for row, i in rows if i > self.emitted_high]
-            if page.patients:
-                self.emitted_low = ids[len(page.patients) - 1]
-            reached = (
-                ids[-1] if ids and page.next_link else (-math.inf if bound is None else bound + 1)
-            )
-            self.covered_low = min(self.covered_low, reached)
-        else:
-            low = self.emitted_low
-            page.patients = [row for row, i in rows if low is None or i < low]
-            if ids:
-                self.emitted_high = max(self.emitted_high, ids[-1])
-            reached = (
-                ids[-1] if ids and page.next_link else (math.inf if bound is None else bound - 1)
-            )
-            self.covered_high = max(self.covered_high, reached)
-        return self.covered_high >= self.covered_low - 1
-
-
-_ASCENDING, _DESCENDING = "ascending", "descending"
-Handoff = tuple[str, Page | BaseException, list[int], int | None]
-
-
-def _both_ends(fetch: Fetch, link: str, last: int) -> Iterator[Page]:
-    ends = _Ends(last)
-    handoff: queue.Queue[Handoff] = queue.Queue(maxsize=4)
-    stop = threading.Event()
-
-    def hand_over(item: Handoff) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
+    def _above(self, bottom: _Window, top: Page, top_ids: list[int], left: int) -> Iterator[Page]:
+        # The top page covers every id from its lowest up; rows the bottom has are dropped.
+        rows = zip(top.patients, top_ids, strict=True)
+        top.patients = [row for row, i in rows if i > bottom.above]
+        yield top
+        floor = top_ids[-1] if top_ids else None
+        if floor is None or not top.next_link or floor <= bottom.above + 1:
+            return
+        # Enough windows that each may fit in one page, up to one per request slot.
+        rows_left = max(left - len(top.patients), 1)
+        pieces = min(math.ceil(1.25 * rows_left / self._page_rows), self._most)
+        windows = [_Window(bottom.above, floor)]
+        while len(windows) < pieces:
+            widest = max(windows, key=lambda w: (w.below or 0) - w.above)
+            upper = widest.split(2 * self._page_rows, self._page_rows)
+            if upper is None:
+                break
+            windows.append(upper)
+        for window in windows:
+            self._request(window)
+        while self._in_flight:
+            window, page = self._receive()
+            ids, done = window.keep(page, page_ids(page.patients))
+            yield page
+            if done:
                 continue
-        return False
+            if self._in_flight + 1 < self._most:
+                upper = window.split((page.total_entries or 0) - len(ids), self._page_rows)
+                if upper is not None:
+                    self._request(upper)
+            self._request(window)
 
-    def read(direction: str) -> None:
-        descending = direction == _DESCENDING
-        next_link, previous = link, None if descending else last
-        try:
-            while not stop.is_set():
-                bound = ends.request_bounds(descending)
-                if descending:
-                    request = follow(next_link, above=bound, below=previous, descending=True)
-                else:
-                    request = follow(next_link, above=previous, below=bound)
-                page = fetch(*request)
-                ids = page_ids(page.patients, descending=descending)
-                crossed = ends.fetched(ids, descending=descending)
-                if not hand_over((direction, page, ids, bound)) or not page.next_link or crossed:
-                    return
-                next_link, previous = page.next_link, ids[-1]
-        except BaseException as exc:  # handed to the consumer, which raises it unless done
-            hand_over((direction, exc, [], None))
+    def _request(self, window: _Window) -> None:
+        self._send(window, follow(self._link, above=window.above, below=window.below))
 
-    for direction in (_ASCENDING, _DESCENDING):
-        reader = threading.Thread(target=read, args=(direction,), name=f"cliniko-{direction}")
-        reader.daemon = True  # one still waiting on Cliniko must not hold the process open
-        reader.start()
-    try:
-        while True:
-            direction, item, ids, bound = handoff.get()
-            if isinstance(item, BaseException):
-                raise item
-            met = ends.take(item, ids, bound, descending=direction == _DESCENDING)
-            yield item
-            if met:
-                return
-    finally:
-        # A request still in flight is left to finish on its own: its page is not needed.
-        stop.set()
+    def _send(self, tag: Any, request: tuple[str, Params]) -> None:
+        self._in_flight += 1
+
+        def run() -> None:
+            try:
+                self._answers.put((tag, self._fetch(*request)))
+            except BaseException as exc:
+                self._answers.put((tag, exc))
+
+        threading.Thread(target=run, name="cliniko-window", daemon=True).start()
+
+    def _receive(self) -> tuple[Any, Page]:
+        tag, outcome = self._answers.get()
+        self._in_flight -= 1
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return tag, outcome
 
 
 def scan_by_created(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:

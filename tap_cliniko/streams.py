@@ -12,8 +12,9 @@ from singer_sdk import SchemaDirectory, StreamSchema
 from typing_extensions import override
 
 from tap_cliniko import cliniko, paging
-from tap_cliniko.client import SCHEMAS, ClinikoAPI, ClinikoStream
+from tap_cliniko.client import SCHEMAS, ClinikoAPI, ClinikoStream, sent_once
 from tap_cliniko.cliniko import ClinikoError, Forbidden, RouteNotFound
+from tap_cliniko.concurrency import WRITER, Rows, side_by_side
 from tap_cliniko.records import (
     link_id_fields,
     normalize_record,
@@ -36,17 +37,13 @@ class SkipsForbidden(ClinikoStream):
     #: What the 403 warning says the user may not do.
     permission: ClassVar[str] = "read patients"
 
-    def rows(self, context: Context | None) -> Iterator[dict[str, Any]]:
-        """The stream's raw rows: the patient routes' passes (ClinikoStream) by default."""
-        return super().request_records(context)
-
     @override
-    def request_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
+    def pages(self, context: Context | None, priority: int = WRITER) -> Iterator[Rows]:
         emitted = False
         try:
-            for row in self.rows(context):
-                emitted = True
-                yield row
+            for rows in super().pages(context, priority):
+                emitted = emitted or bool(rows)
+                yield rows
         except Forbidden as exc:
             if emitted:
                 raise  # rows already sent: skipping now would move the bookmark past the rest
@@ -105,7 +102,8 @@ def consent_ids(api: ClinikoAPI, answer: bool, per_page: int) -> frozenset[str]:
     ]
     fetch = partial(api.get_page, records_key="patients")
     ids: set[str] = set()
-    for page in paging.scan(fetch, f"{api.base_url}/patients", params):
+    pages = paging.scan(fetch, f"{api.base_url}/patients", params, concurrency=api.scheduler.slots)
+    for page in pages:
         ids.update(found for raw in page.patients if (found := patient_id(raw)))
     return frozenset(ids)
 
@@ -164,7 +162,7 @@ class CollectionStream(SkipsForbidden):
         )
 
     @override
-    def rows(self, context: Context | None) -> Iterator[dict[str, Any]]:
+    def rows(self, context: Context | None) -> Iterator[Rows]:
         collection = self.collection
         if collection.parent:
             yield from self._child_rows(context)
@@ -173,6 +171,7 @@ class CollectionStream(SkipsForbidden):
             yield from self._numbered_pages(collection.path)
             return
         start, full_read = self.window_start(context) if collection.incremental else (None, False)
+        self.reading_whole = collection.incremental and start is None  # reference tables are short
         # Whether archiving or cancelling moves updated_at is not known (as for patients),
         # so an incremental run also asks for rows archived or cancelled since the bookmark.
         columns = ("updated_at", *(h.split(":", 1)[0] for h in collection.hidden))
@@ -180,14 +179,9 @@ class CollectionStream(SkipsForbidden):
         seen: dict[str, tuple[Any, ...]] = {}
         for route in collection.routes:
             for since in passes:
-                for raw in self._scan([*since, *collection.hidden], context, route):
-                    if len(passes) > 1:  # the same row found by two passes is sent once
-                        version = tuple(raw.get(c) for c in columns)
-                        key = patient_id(raw) or ""
-                        if seen.get(key) == version:
-                            continue
-                        seen[key] = version
-                    yield raw
+                pages = self._scan([*since, *collection.hidden], context, route)
+                # The same row found by two passes is sent once.
+                yield from sent_once(pages, columns, seen, len(passes) > 1)
         if collection.deleted_route:
             deleted_since = [cliniko.since_filter("deleted_at", start)] if start else []
             try:
@@ -202,40 +196,44 @@ class CollectionStream(SkipsForbidden):
         if full_read:
             self.whole_read_done(context)
 
-    def _child_rows(self, context: Context | None) -> Iterator[dict[str, Any]]:
+    def _child_rows(self, context: Context | None) -> Iterator[Rows]:
         """Every row of the nested routes of every parent (archived parents included)."""
         collection = self.collection
         parent = BY_NAME[str(collection.parent)]
         parent_ids: list[str] = []
         for route in parent.routes:
             # The parents' list, paged as any list (with the same fallbacks).
-            rows = self._scan(list(parent.hidden), context, route, parent.records_key)
-            parent_ids += [found for raw in rows if (found := patient_id(raw))]
+            pages = self._scan(list(parent.hidden), context, route, parent.records_key)
+            parent_ids += [found for rows in pages for raw in rows if (found := patient_id(raw))]
         missing: set[str] = set()
-        for parent_id in parent_ids:
-            for template in collection.routes:
-                route = template.format(parent_id=parent_id)
-                try:
-                    for raw in self._scan([], context, route):
-                        yield {**raw, collection.parent_key: parent_id}
-                except RouteNotFound:
-                    missing.add(template)  # the parent went away mid-run, or no such route
+
+        def nested(parent_id: str, template: str) -> Iterator[Rows]:
+            try:
+                for rows in self._scan([], context, template.format(parent_id=parent_id)):
+                    yield [{**raw, collection.parent_key: parent_id} for raw in rows]
+            except RouteNotFound:
+                missing.add(template)  # the parent went away mid-run, or no such route
+
+        # One request or two per parent: read the parents' routes side by side.
+        yield from side_by_side(
+            [partial(nested, p, t) for p in parent_ids for t in collection.routes],
+            self.api.scheduler.slots,
+        )
         for template in sorted(missing):
             LOGGER.warning("%s: some or all parents had no %s route", self.name, template)
 
-    def _numbered_pages(self, route: str) -> Iterator[dict[str, Any]]:
+    def _numbered_pages(self, route: str) -> Iterator[Rows]:
         """A list without ids or filters (/services): its pages by number, as Cliniko links them."""
         per_page = int(self.config.get("per_page", 100))
-        page = self.api.get_page(
-            f"{self.url_base}{route}", [("per_page", str(per_page))], self.records_key
-        )
+        get = partial(self.api.get_page, records_key=self.records_key, priority=self._priority)
+        page = get(f"{self.url_base}{route}", [("per_page", str(per_page))])
         self._note_server_start(page, None)
         limit = math.ceil((page.total_entries or 0) / per_page) + 1
         for _ in range(max(limit, 1) + 1):
-            yield from page.patients
+            yield page.patients
             if not page.next_link:
                 return
-            page = self.api.get_page(page.next_link, [], self.records_key)
+            page = get(page.next_link, [])
         raise ClinikoError(
             f"{self.name}: Cliniko's next links did not end after {limit} pages of {route}:"
             " please report this with the tap's version"

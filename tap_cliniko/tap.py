@@ -7,7 +7,8 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 from types import FrameType
@@ -25,8 +26,9 @@ from singer_sdk.singerlib.encoding.simple import (
 )
 from typing_extensions import override
 
-from tap_cliniko.client import ClinikoAPI
+from tap_cliniko.client import ClinikoAPI, ClinikoStream
 from tap_cliniko.cliniko import ClinikoError
+from tap_cliniko.concurrency import Feed, ReadAhead, Rows, Scheduler
 from tap_cliniko.records import drop_nulls_outside
 from tap_cliniko.settings import (
     CONFIG_SCHEMA,
@@ -37,6 +39,11 @@ from tap_cliniko.settings import (
     state_from_document,
 )
 from tap_cliniko.streams import STREAM_NAMES, STREAM_TYPES, ConsentBook
+
+#: The SDK's state key for where a stream's sync starts.
+STARTING_MARKER = "starting_replication_value"
+#: Pages that streams waiting for their turn may hold in memory between them.
+READ_AHEAD_PAGES = 50
 
 SDK_UNHANDLED_ERROR = "An unhandled error occurred while syncing '%s'"
 SDK_UNSORTED_WARNING = "Stream is assumed to be unsorted"
@@ -77,13 +84,16 @@ class BufferedWriter(MsgSpecWriter):
     #: Lines held back until Cliniko has answered once (or a stream completed without
     #: asking): a refused key, shard or permission then leaves stdout empty. None: released.
     held: list[bytes] | None = None
+    #: Cliniko's first answer may reach a page reader's thread while the writer writes.
+    held_lock = threading.RLock()
 
     def release(self) -> None:
         """Write the held lines: Cliniko has answered, so the sync is under way."""
-        if self.held:
-            sys.stdout.buffer.write(b"".join(self.held))
-            sys.stdout.flush()
-        self.held = None
+        with self.held_lock:
+            if self.held:
+                sys.stdout.buffer.write(b"".join(self.held))
+                sys.stdout.flush()
+            self.held = None
 
     @override
     def write_message(self, message: Message) -> None:
@@ -93,10 +103,11 @@ class BufferedWriter(MsgSpecWriter):
             elif isinstance(message, RecordMessage) and message.stream in self.flattened:
                 message.record = drop_nulls_outside(message.record, self.flattened[message.stream])
         if self.held is not None:
-            if not isinstance(message, StateMessage):
-                self.held.append(bytes(self.format_message(message)))
-                return
-            self.release()
+            with self.held_lock:
+                if self.held is not None and not isinstance(message, StateMessage):
+                    self.held.append(bytes(self.format_message(message)))
+                    return
+                self.release()
         self.writing = True
         try:
             sys.stdout.buffer.write(self.format_message(message))
@@ -199,6 +210,7 @@ class TapCliniko(Tap):
     # The SDK marks sync_all final for typing only; this extends it and changes nothing inside.
     @override  # type: ignore[misc]
     def sync_all(self) -> None:
+        self._reading_ahead = True
         super().sync_all()
         selected = {s.name for s in self.streams.values() if s.selected}
         if selected and selected <= self.forbidden_streams:
@@ -206,6 +218,34 @@ class TapCliniko(Tap):
                 "HTTP 403 on every selected stream: the API key's Cliniko user lacks permission"
                 " to read them; give that user access in its role, or use another user's key"
             )
+
+    @cached_property
+    def read_ahead(self) -> ReadAhead:
+        """The page readers of this sync, one per selected stream (see concurrency.py)."""
+        slots = int(self.config.get("max_concurrency", 8))
+        return ReadAhead(self.api.scheduler, depth=max(2 * slots, 4))
+
+    def feed_of(self, stream: ClinikoStream) -> Feed | None:
+        """The pages a stream's reader has read ahead; None outside a whole sync (--test)."""
+        if not getattr(self, "_reading_ahead", False):
+            return None
+
+        def reader(selected: ClinikoStream) -> Callable[[int], Iterator[Rows]]:
+            def start(priority: int) -> Iterator[Rows]:
+                # Where the stream starts, as the SDK works it out at the stream's turn; its
+                # marker is taken out again, so STATEs written meanwhile are unchanged.
+                written = STARTING_MARKER in selected.stream_state  # the first stream's turn
+                selected._write_starting_replication_value(None)
+                selected.planned_start = (selected.get_starting_timestamp(None),)
+                if not written:
+                    selected.stream_state.pop(STARTING_MARKER, None)
+                return selected.pages(None, priority)
+
+            return start
+
+        order = [s for s in self.streams.values() if s.selected and isinstance(s, ClinikoStream)]
+        self.read_ahead.start([(s.name, reader(s)) for s in order])
+        return self.read_ahead.take(stream.name)
 
     @cached_property
     def api(self) -> ClinikoAPI:
@@ -218,6 +258,11 @@ class TapCliniko(Tap):
             requests_per_minute=self.config.get("max_requests_per_minute", 190),
             max_retry_seconds=self.config.get("max_retry_seconds", 600),
             on_first_answer=self._release_output,
+            scheduler=Scheduler(
+                int(self.config.get("max_concurrency", 8)),
+                page_rows=int(self.config.get("per_page", 100)),
+                reserve_rows=READ_AHEAD_PAGES * int(self.config.get("per_page", 100)),
+            ),
         )
 
     def _release_output(self) -> None:
@@ -279,6 +324,7 @@ def main() -> None:
         check_input_files(sys.argv[1:])
         TapCliniko.cli()
     except ClinikoError as exc:
+        logging.disable()  # page readers still running must not log after the error line
         print(f"tap-cliniko: error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # before the SDK's own handler is in place

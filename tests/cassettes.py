@@ -23,6 +23,9 @@ CASSETTES = Path(__file__).parent / "cassettes"
 RECORD_PORT = 18765
 LOCAL_BASE_URL = f"http://127.0.0.1:{RECORD_PORT}/v1"
 PER_PAGE = 25  # small pages, so the cassettes hold several pages per stream
+# One request at a time: id windows are cut as answers arrive, so only then are the
+# requests of a replay those of the recording.
+RECORDED = {"per_page": PER_PAGE, "max_concurrency": 1}
 # Kept from a real account: ids, links (the deleted route's only id), timestamps, consent.
 # The same fields the privacy setting keeps; everything else is replaced.
 KEPT = KEPT_WHEN_REDACTED
@@ -101,7 +104,11 @@ def record(name: str, behaviour: str, base_url: str | None, api_key: str | None)
     from tests.conftest import SANDBOX_KEY, run_tap, tap_config
 
     if api_key is not None:
-        config = {"api_key": api_key, "user_agent": "tap-cliniko cassettes (dev@example.com)"}
+        config = {
+            "api_key": api_key,
+            "user_agent": "tap-cliniko cassettes (dev@example.com)",
+            "max_concurrency": 1,
+        }
         if base_url:
             config["base_url"] = base_url
         with use_cassette(name, record=True, real=True):
@@ -117,7 +124,7 @@ def record(name: str, behaviour: str, base_url: str | None, api_key: str | None)
         port=RECORD_PORT,
     )
     with SandboxServer(settings) as server, use_cassette(name, record=True):
-        run_tap(tap_config(server.base_url, per_page=PER_PAGE), streams=STREAM_NAMES)
+        run_tap(tap_config(server.base_url, **RECORDED), streams=STREAM_NAMES)
 
 
 def main() -> int:

@@ -12,10 +12,10 @@ from singer_sdk.testing import SuiteConfig, get_tap_test_class
 from tap_cliniko.resources import BY_NAME
 from tap_cliniko.streams import STREAM_NAMES
 from tap_cliniko.tap import TapCliniko
-from tests.cassettes import CASSETTES, LOCAL_BASE_URL, PER_PAGE, use_cassette
+from tests.cassettes import CASSETTES, LOCAL_BASE_URL, RECORDED, use_cassette
 from tests.conftest import SANDBOX_KEY, USER_AGENT, run_tap, selecting, tap_config
 
-CONFIG = tap_config(LOCAL_BASE_URL, per_page=PER_PAGE)
+CONFIG = tap_config(LOCAL_BASE_URL, **RECORDED)
 
 
 def _standard_tests(cassette: str) -> type:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +24,12 @@ from hypothesis import strategies as st
 
 from tap_cliniko import paging
 from tap_cliniko.paging import Fetch, Page, Params, page_ids
+from tap_cliniko.settings import CONFIG_SCHEMA
 from tests.conftest import STATUS_STREAM, SyncResult, run_tap, tap_config
 
 SCHEDULES = int(os.environ.get("NO_LOSS_SCHEDULES", "200"))
+#: Every sync runs with the most requests in flight the tap allows (issue 12).
+MAX_CONCURRENCY = CONFIG_SCHEMA["properties"]["max_concurrency"]["maximum"]
 OPERATIONS = ("create", "update", "archive", "unarchive", "delete")
 
 
@@ -132,12 +136,14 @@ def _mutate_before_page(
     mutator: Mutator | ClinicMutator, during: dict[int, list[str]]
 ) -> Callable[..., None]:
     requests = 0
+    lock = threading.Lock()  # the tap's requests arrive side by side, on server threads
 
     def before_page(route: str, args: Any) -> None:
         nonlocal requests
-        requests += 1
-        for operation in during.get(requests, []):
-            mutator.apply(operation)
+        with lock:
+            requests += 1
+            for operation in during.get(requests, []):
+                mutator.apply(operation)
 
     return before_page
 
@@ -153,7 +159,9 @@ def run_schedule(sandbox: Callable[..., Any], schedule: Schedule, **server: Any)
     patients = rng.randint(30, 90)
     with sandbox(patients=patients, seed=schedule.seed, collections=0, **server) as cliniko:
         mutator = Mutator(cliniko, rng)
-        config = tap_config(cliniko.base_url, per_page=schedule.per_page)
+        config = tap_config(
+            cliniko.base_url, per_page=schedule.per_page, max_concurrency=MAX_CONCURRENCY
+        )
         results: list[SyncResult] = []
         state: dict[str, Any] | None = None
         for sync in range(schedule.syncs):
@@ -223,9 +231,9 @@ def test_no_patient_lost_or_stale_under_change(
     assert not problems, f"schedule seed {seed}: {problems[:10]}"
 
 
-def naive_scan(fetch: Fetch, url: str, params: Params, *, parallel: bool = True) -> Iterator[Page]:
+def naive_scan(fetch: Fetch, url: str, params: Params, *, concurrency: int = 1) -> Iterator[Page]:
     """The pager this design replaces: follow links.next page numbers as given."""
-    del parallel
+    del concurrency
     page = fetch(url, params)
     yield page
     while page.next_link:
@@ -334,7 +342,9 @@ def run_clinic_schedule(
     rng = random.Random(schedule.seed)
     with sandbox(patients=rng.randint(15, 40), seed=schedule.seed, **server) as cliniko:
         mutator = ClinicMutator(cliniko, rng)
-        config = tap_config(cliniko.base_url, per_page=schedule.per_page)
+        config = tap_config(
+            cliniko.base_url, per_page=schedule.per_page, max_concurrency=MAX_CONCURRENCY
+        )
         results: list[SyncResult] = []
         state: dict[str, Any] | None = None
         for sync in range(schedule.syncs):

@@ -28,12 +28,16 @@ from dagster import (
     define_asset_job,
     multi_asset,
 )
-from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+    get_asset_keys_by_output_name_for_source,
+)
 
 PROJECT_ROOT = Path(os.environ.get("MELTANO_PROJECT_ROOT") or Path(__file__).resolve().parents[2])
 SOURCE_SCHEMA = os.environ.get("DBT_SOURCE_SCHEMA", "tap_cliniko")
-# The tap's streams, as target-duckdb's tables; dagster-dbt keys dbt sources the same way.
-STREAMS = ("patients", "archived_patients", "deleted_patients")
+SOURCE_NAME = "tap_cliniko"  # transform/models/sources.yml: one table per default-selected stream
 PIPELINE = ("tap-cliniko", "target-duckdb")
 
 # This environment's dbt (requirements.txt), also when Python runs without its venv activated.
@@ -69,31 +73,42 @@ def meltano_executable() -> str:
     return found
 
 
-def row_counts(path: Path) -> dict[str, int]:
+def row_counts(path: Path, tables: list[str]) -> dict[str, int]:
     """Rows per loaded table (0 for a stream that brought none and so has no table)."""
     import duckdb  # dbt-duckdb's dependency: already in this environment
 
     counts = {}
     with duckdb.connect(str(path), read_only=True) as db:
-        for stream in STREAMS:
+        for table in tables:
             try:
-                found = db.execute(f"SELECT count(*) FROM {SOURCE_SCHEMA}.{stream}").fetchall()
+                found = db.execute(f"SELECT count(*) FROM {SOURCE_SCHEMA}.{table}").fetchall()
             except duckdb.CatalogException:
                 found = [(0,)]
-            counts[stream] = int(found[0][0])
+            counts[table] = int(found[0][0])
     return counts
 
 
+@dbt_assets(manifest=dbt_project.manifest_path)
+def cliniko_models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    """transform/'s models and their tests (`dbt build`)."""
+    yield from dbt.cli(["build"], context=context).stream()
+
+
+# The tables the models read, keyed as dagster-dbt keys their dbt sources: the load makes them
+# all, so every model has the load upstream. sources.yml is generated from the tap's streams.
+SOURCE_TABLES: dict[str, AssetKey] = {
+    key.path[-1]: key
+    for key in get_asset_keys_by_output_name_for_source([cliniko_models], SOURCE_NAME).values()
+}
+
+
 @multi_asset(
-    specs=[
-        AssetSpec(AssetKey([SOURCE_SCHEMA, stream]), kinds={"meltano", "duckdb"})
-        for stream in STREAMS
-    ],
+    specs=[AssetSpec(key, kinds={"meltano", "duckdb"}) for key in SOURCE_TABLES.values()],
     name="cliniko_to_duckdb",
     description="meltano run tap-cliniko target-duckdb (incremental from the stored state)",
 )
 def cliniko_tables(context: AssetExecutionContext) -> Iterator[MaterializeResult[Any]]:
-    """Load Cliniko's patients into DuckDB with Meltano."""
+    """Load every default-selected Cliniko stream into DuckDB with Meltano."""
     env = {**os.environ, "MELTANO_PROJECT_ROOT": str(PROJECT_ROOT)}
     env.setdefault("TARGET_DUCKDB_FILEPATH", str(warehouse_path()))
     result = subprocess.run(
@@ -108,14 +123,9 @@ def cliniko_tables(context: AssetExecutionContext) -> Iterator[MaterializeResult
         context.log.info(line)
     if result.returncode != 0:
         raise Failure(f"meltano run {' '.join(PIPELINE)} exited {result.returncode}")
-    for stream, rows in row_counts(Path(env["TARGET_DUCKDB_FILEPATH"])).items():
-        yield MaterializeResult(asset_key=[SOURCE_SCHEMA, stream], metadata={"rows": rows})
-
-
-@dbt_assets(manifest=dbt_project.manifest_path)
-def cliniko_models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-    """transform/'s models and their tests (`dbt build`)."""
-    yield from dbt.cli(["build"], context=context).stream()
+    counts = row_counts(Path(env["TARGET_DUCKDB_FILEPATH"]), list(SOURCE_TABLES))
+    for table, rows in counts.items():
+        yield MaterializeResult(asset_key=SOURCE_TABLES[table], metadata={"rows": rows})
 
 
 everything = define_asset_job("cliniko_hourly_job", selection="*")

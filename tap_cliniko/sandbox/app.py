@@ -40,6 +40,8 @@ class RequestRecord:
     status: int
     time: float
     headers_seen: dict[str, str]
+    #: When the request arrived (time is when its answer was ready): overlaps show concurrency.
+    started: float = 0.0
 
 
 def key_shard(key: str) -> str | None:
@@ -110,6 +112,7 @@ def create_app(
 
     @app.before_request
     def gatekeeper() -> Response | None:
+        request.environ["sandbox.started"] = time.time()
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         if delay := faults.forced_delay():
@@ -203,6 +206,7 @@ def create_app(
                 status=response.status_code,
                 time=time.time(),
                 headers_seen={k: request.headers.get(k, "") for k in ("User-Agent", "Accept")},
+                started=request.environ.get("sandbox.started", 0.0),
             )
         )
         return response

@@ -16,9 +16,33 @@ from tests.e2e.conftest import (
     isolated_environ,
     meltano_executable,
 )
-from tests.e2e.test_stack import check_current, duckdb_statuses
+from tests.e2e.test_stack import (
+    MODELLED,
+    check_collections,
+    check_current,
+    check_full_tables,
+    duckdb_query,
+    duckdb_statuses,
+)
 
 STREAMS = ("patients", "archived_patients", "deleted_patients")
+# Every table the models read: the patient streams and each modelled (default-selected) stream.
+SOURCE_ASSETS = {f"tap_cliniko/{name}" for name in (*STREAMS, *(c.name for c in MODELLED))}
+# The asset graph as Dagster resolves it: the load's outputs, and what the dbt models read.
+GRAPH_SCRIPT = """
+import json
+from cliniko_dagster.definitions import cliniko_models, cliniko_tables, defs
+graph = defs.resolve_asset_graph()
+models = set(cliniko_models.keys)
+upstream = {parent for key in models for parent in graph.get(key).parent_keys} - models
+print(json.dumps({
+    "load": sorted(key.to_user_string() for key in cliniko_tables.keys),
+    "upstream": sorted(key.to_user_string() for key in upstream),
+    "not_materializable": sorted(
+        key.to_user_string() for key in upstream if not graph.get(key).is_materializable
+    ),
+}))
+"""
 
 
 def test_dagster_materializes_the_load_then_the_models(
@@ -55,8 +79,34 @@ def test_dagster_materializes_the_load_then_the_models(
         for stream, status in zip(STREAMS, ("active", "archived", "deleted"), strict=True):
             expected = sum(1 for entry in snapshot.values() if entry["status"] == status)
             assert summary["materialized"][f"tap_cliniko/{stream}"] == expected, stream
+        missing = SOURCE_ASSETS - set(summary["materialized"])
+        assert not missing, f"the load did not materialize {sorted(missing)}"
+        empty = [key for key in SOURCE_ASSETS if not summary["materialized"][key]]
+        assert not empty, f"no rows arrived in {sorted(empty)}"
         assert "patients_current" in summary["materialized"], "dbt model not materialized"
         check_current(duckdb_statuses(warehouse), server)
+        check_collections(duckdb_query(warehouse), "analytics", server)
+        check_full_tables(duckdb_query(warehouse), "analytics", server)
+
+
+def test_every_dbt_source_is_an_output_of_the_load(dagster_python: Path, tmp_path: Path) -> None:
+    """Each table a dbt model reads is upstream in the asset graph, made by the Meltano load."""
+    env = isolated_environ(tmp_path / "dagster")
+    env["DAGSTER_HOME"] = str(tmp_path)
+    result = subprocess.run(
+        [dagster_python, "-c", GRAPH_SCRIPT],
+        cwd=ROOT / "orchestration",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    graph = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(graph["upstream"]) == SOURCE_ASSETS, "the models read other tables than the tap's"
+    assert set(graph["load"]) == SOURCE_ASSETS, "the load's outputs differ from the dbt sources"
+    assert graph["not_materializable"] == [], "a dbt source has no asset that makes it"
 
 
 def test_dagster_pins_dbt_as_meltano_does() -> None:

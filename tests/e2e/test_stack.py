@@ -18,20 +18,30 @@ from typing import Any
 
 import pytest
 
-from scripts.generate_models import modelled
-from tap_cliniko.resources import COLLECTIONS
+from scripts.generate_models import full_table, modelled
+from tap_cliniko.resources import COLLECTIONS, Collection
 from tap_cliniko.sandbox import SandboxServer
 from tests.e2e.conftest import ROOT, Meltano, Postgres, prerequisite
 from tests.e2e.test_targets import change_patients
 
 PATIENTS = 300
 MODELLED = [c for c in COLLECTIONS if modelled(c)]
+INCREMENTAL = [c for c in MODELLED if not full_table(c)]
+FULL_TABLE = [c for c in MODELLED if full_table(c)]
 MARTS = {"appointments", "invoices_with_totals"}
 MODELS = {"patients_current", *(f"{c.name}_current" for c in MODELLED), *MARTS}
+KEYED_BY_ID = MODELS - {f"{c.name}_current" for c in MODELLED if c.key != ("id",)}
 # What `dbt build` must have run and passed (a missing test would fail silently otherwise).
 DBT_TESTS = {
-    *(f"unique_{model}_id" for model in MODELS),
-    *(f"not_null_{model}_id" for model in MODELS),
+    *(f"unique_{model}_id" for model in KEYED_BY_ID),
+    *(f"not_null_{model}_id" for model in KEYED_BY_ID),
+    *(f"unique_{c.name}_current_key" for c in MODELLED if c.key != ("id",)),
+    *(f"not_null_{c.name}_current_{column}" for c in MODELLED for column in c.key),
+    *(
+        f"relationships_{c.name}_current_{c.parent_key}__id__ref_{c.parent}_current_"
+        for c in MODELLED
+        if c.parent
+    ),
     "invoice_items_belong_to_invoices",
     "relationships_appointments_practitioner_id__id__ref_practitioners_current_",
     "relationships_appointments_appointment_type_id__id__ref_appointment_types_current_",
@@ -98,7 +108,7 @@ def link_id(record: dict[str, Any], field: str) -> str:
 
 def check_collections(query: Query, schema: str, server: SandboxServer) -> None:
     """Each current model holds every row the server holds, once, with the server's status."""
-    for collection in MODELLED:
+    for collection in INCREMENTAL:
         rows = query(f"SELECT id, status FROM {schema}.{collection.name}_current")
         found = {row[0]: row[1] for row in rows}
         assert len(found) == len(rows), f"{collection.name}_current has an id twice"
@@ -111,6 +121,56 @@ def check_collections(query: Query, schema: str, server: SandboxServer) -> None:
         wrong = {i: (found.get(i), expected.get(i)) for i in {*expected, *found}}
         wrong = {i: pair for i, pair in wrong.items() if pair[0] != pair[1]}
         assert not wrong, f"{collection.name}: (model, server) differ: {list(wrong.items())[:5]}"
+
+
+def full_table_rows(server: SandboxServer, collection: Collection) -> dict[str, str]:
+    """What a full read of a full-table or child collection brings: status by key ('a:b')."""
+    if collection.parent:  # practitioners working at a business, offering a type
+        member_of = f"{collection.parent_key}s"  # business_ids, appointment_type_ids
+        rows = {}
+        for practitioner_id in server.store.snapshot("practitioners"):
+            practitioner = server.store.get(practitioner_id, "practitioners") or {}
+            for parent_id in practitioner.get(member_of) or []:
+                if server.store.get_live(parent_id, collection.parent):
+                    status = "active" if practitioner.get("active") else "inactive"
+                    rows[f"{parent_id}:{practitioner_id}"] = status
+        return rows
+    rows = {}
+    for key, entry in server.store.snapshot(collection.name).items():
+        active = entry["record"].get("active", True)  # users: the active flag
+        rows[key] = "active" if active else "inactive"
+    return rows
+
+
+def check_full_tables(
+    query: Query, schema: str, server: SandboxServer, deleted: dict[str, set[str]] | None = None
+) -> None:
+    """Each full-table model holds the server's rows once, plus the `deleted` ones, flagged."""
+    for collection in FULL_TABLE:
+        columns = " || ':' || ".join(collection.key)
+        rows = query(
+            f"SELECT {columns}, status, is_deleted FROM {schema}.{collection.name}_current"
+        )
+        found = {row[0]: row[1] for row in rows}
+        assert len(found) == len(rows), f"{collection.name}_current has a key twice"
+        assert all((s == "deleted") == (d in ("True", "t")) for _, s, d in rows), collection.name
+        expected = full_table_rows(server, collection)
+        expected.update(dict.fromkeys((deleted or {}).get(collection.name, ()), "deleted"))
+        wrong = {k: (found.get(k), expected.get(k)) for k in {*expected, *found}}
+        wrong = {k: pair for k, pair in wrong.items() if pair[0] != pair[1]}
+        assert not wrong, f"{collection.name}: (model, server) differ: {list(wrong.items())[:5]}"
+        assert expected, f"the local Cliniko holds no {collection.name} to check"
+
+
+def delete_full_table_rows(server: SandboxServer) -> dict[str, set[str]]:
+    """Remove a tax and a concession price from the server, as Cliniko does: without a trace."""
+    deleted = {}
+    for name in ("taxes", "concession_prices"):
+        row_id = min(server.store.snapshot(name), key=int)
+        server.store.delete(name, row_id)
+        assert server.store.get(row_id, name) is None, f"{name} {row_id} left a trace"
+        deleted[name] = {row_id}
+    return deleted
 
 
 def check_marts(query: Query, schema: str, server: SandboxServer) -> None:
@@ -229,6 +289,7 @@ def test_readme_job_commands_load_model_and_schedule(
                 check_dbt_build(meltano)
                 check_current(duckdb_statuses(warehouse), server)
                 check_collections(duckdb_query(warehouse), "analytics", server)
+                check_full_tables(duckdb_query(warehouse), "analytics", server)
                 check_marts(duckdb_query(warehouse), "analytics", server)
         assert runs == 2, "README should show a full run and an incremental one"
         # A loader that appends versions: the models still hold the latest, once per id.
@@ -253,7 +314,7 @@ def test_readme_job_commands_load_model_and_schedule(
             "patients",
             "archived_patients",
             "deleted_patients",
-            *(c.name for c in MODELLED),
+            *(c.name for c in INCREMENTAL),
         }
 
 
@@ -281,11 +342,15 @@ def test_postgres_job_builds_the_same_models(
         check_dbt_build(meltano)
         check_current(statuses(), server)
         check_collections(postgres_query(postgres), models, server)
+        check_full_tables(postgres_query(postgres), models, server)
         check_marts(postgres_query(postgres), models, server)
         change_patients(server)
+        # target-postgres stamps rows a full read no longer brings (ACTIVATE_VERSION).
+        deleted = delete_full_table_rows(server)
         meltano("run", "cliniko-to-postgres")
         check_dbt_build(meltano)
         check_current(statuses(), server)
+        check_full_tables(postgres_query(postgres), models, server, deleted)
 
 
 def test_meltano_config_test_checks_the_connection(
