@@ -1,7 +1,7 @@
 """Speed of tap-cliniko against the local Cliniko over real HTTP: figures and ratios, no asserts.
 
     python3 dev.py bench            # the full run, about 45 minutes on 2 cores
-    python3 dev.py bench --quick    # small sizes, to try the script (about 10 minutes)
+    python3 dev.py bench --quick    # small sizes, to try the script (about 6 minutes)
     python3 dev.py bench --whole-account N   # only the whole-account scenario (WHOLE_ACCOUNT.md)
 
 Writes benchmarks/RESULTS.md and benchmarks/wall_time.png.
