@@ -1,9 +1,19 @@
 """Speed of tap-cliniko against the local Cliniko over real HTTP: figures and ratios, no asserts.
 
-    python3 dev.py bench            # N = 1,000 / 10,000 / 100,000 (about an hour)
-    python3 dev.py bench --quick    # N = 1,000 / 10,000 (a few minutes)
+    python3 dev.py bench            # the full run, about 45 minutes on 2 cores
+    python3 dev.py bench --quick    # small sizes, to try the script (about 6 minutes)
+    python3 dev.py bench --whole-account N   # only the whole-account scenario (WHOLE_ACCOUNT.md)
 
 Writes benchmarks/RESULTS.md and benchmarks/wall_time.png.
+
+The physical limit of a sync of M requests (issue 12): with a budget of B requests in any
+rolling minute, at most C requests in flight and a round trip of r seconds, no client can
+finish faster than
+
+    T(M) = max(floor((M - 1) / B) * 60 s + r, ceil(M / C) * r)
+
+Every rate-limited run is judged on wall <= 1.15 * T(M) + start-up (the time from the
+process start to its first request reaching the server) and zero 429s.
 """
 
 from __future__ import annotations
@@ -14,51 +24,112 @@ import json
 import math
 import os
 import platform
-import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import venv
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import requests
 
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
+from tap_cliniko.sandbox.resources import NESTED
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "benchmarks"
 DATA = HERE / ".data"
+RUNS_FILE = HERE / "runs.json"  # every figure of the last run: --report-only renders it again
 DLT_VENV = ROOT / ".venv-bench-dlt"
 DLT_SPEC = "dlt==1.31.0"
 KEY = "bench0key-au1"
 USER_AGENT = "tap-cliniko bench (bench@example.com)"
 ROUTES = ("/v1/patients", "/v1/patients/archived", "/v1/patients/deleted")
-CLINIKO_PER_MINUTE = 200
-INCREMENTAL = (("incremental, nothing changed", 0.0), ("incremental, 1% changed", 0.01))
+VARIANTS = dict(zip(ROUTES, ("", "archived", "deleted"), strict=True))  # route -> store variant
+CLINIKO_PER_MINUTE = 200  # what the local Cliniko enforces, in any rolling 60 s
+BUDGET = 190  # B: the tap's default max_requests_per_minute
+CONCURRENCY = 8  # C: the tap's default max_concurrency
+TOLERANCE = 1.15  # wall <= TOLERANCE * T(M) + start-up
+LATENCIES = (300, 600)
+SIZES = [1_000, 4_000, 10_000, 100_000]
+QUICK_SIZES = [1_000, 4_000]
+WHOLE_PATIENTS, QUICK_WHOLE_PATIENTS = 1_000, 50
+SLOW_LIMIT = 120.0  # max_concurrency 1 and 2 run only where predicted to take less (seconds)
+ROUND_TRIP_SAMPLES = 5
+TAP_CONTENDERS = ("tap c8", "tap c2", "tap c1")  # c8 first: its M predicts the others' time
+PARENT_LISTS = {f"/v1/{nested.parent}" for nested in NESTED}
+UNFILTERED = " (unfiltered list: child streams' parents)"
+
+
+def limit_seconds(
+    requests: int, r: float, budget: int = BUDGET, flight: int = CONCURRENCY
+) -> float:
+    """T(M): the fewest seconds any client needs for `requests` requests (issue 12)."""
+    if requests <= 0:
+        return 0.0
+    return max((requests - 1) // budget * 60 + r, math.ceil(requests / flight) * r)
+
+
+def old_bound_seconds(requests: int) -> float:
+    """The old bound: the requests at Cliniko's 200 a minute."""
+    return requests / CLINIKO_PER_MINUTE * 60
+
+
+def predicted_seconds(requests: int, r: float, flight: int) -> float:
+    """What a client with `flight` requests in flight should take (to skip the slow ones)."""
+    return limit_seconds(requests, r, BUDGET, flight)
 
 
 @dataclass
 class Run:
-    """One contender's run: what it cost and what it got."""
+    """One contender's run: what it cost, what it sent and what it got."""
 
     contender: str
-    n: int
     scenario: str
+    n: int
+    latency_ms: float
     wall: float
     cpu: float
     rss_mb: float
     records: int
-    requests: Counter[str] = field(default_factory=Counter)
+    exit_code: int
+    total_requests: int = 0  # M: every request the server saw
     throttled: int = 0
-    bound_minutes: float = 0.0
+    startup: float = 0.0
+    r: float = 0.0
+    requests: Counter[str] = field(default_factory=Counter)  # per path
+    pages: dict[str, int] = field(default_factory=dict)  # ceil(rows/100) per patient route
+    short: Counter[str] = field(default_factory=Counter)  # answers of fewer than 100 rows
+    per_stream: Counter[str] = field(default_factory=Counter)
+    records_per_stream: Counter[str] = field(default_factory=Counter)
+    routes_per_stream: dict[str, int] = field(default_factory=dict)
     progress_lines: int = 0
-    exit_code: int = 0
-    pages: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def limit(self) -> float:
+        return limit_seconds(self.total_requests, self.r)
+
+    @property
+    def allowed(self) -> float:
+        return TOLERANCE * self.limit + self.startup
+
+    @property
+    def ratio(self) -> float:
+        base = self.limit + self.startup
+        return self.wall / base if base else 0.0
+
+    @property
+    def met(self) -> bool:
+        return self.exit_code == 0 and self.throttled == 0 and self.wall <= self.allowed
 
     @property
     def per_second(self) -> float:
@@ -68,22 +139,58 @@ class Run:
     def per_cpu_second(self) -> float:
         return self.records / self.cpu if self.cpu else 0.0
 
-    @property
-    def bound_ratio(self) -> float:
-        return self.wall / (self.bound_minutes * 60) if self.bound_minutes else 0.0
+
+@dataclass
+class Skipped:
+    contender: str
+    scenario: str
+    n: int
+    latency_ms: float
+    predicted: float
 
 
-def dataset(n: int) -> Path:
-    """A pristine SQLite file of n synthetic patients, made once and copied per run."""
-    source = DATA / str(n)
+@dataclass
+class Measured:
+    wall: float
+    cpu: float
+    rss_mb: float
+    exit_code: int
+    stderr: str
+    started: float  # epoch seconds, on the clock the server's log uses
+
+
+@contextlib.contextmanager
+def dataset(patients: int, collections: float = 0.0) -> Iterator[Path]:
+    """A copy of a synthetic account's SQLite file, made once and kept in DATA.
+
+    Runs only read it; each run's local Cliniko is new, so its rolling minute starts empty.
+    """
+    name = str(patients) if not collections else f"whole-{patients}"
+    source = DATA / name
     if not (source / "cliniko.sqlite3").exists():
         source.mkdir(parents=True, exist_ok=True)
-        SandboxServer(
-            SandboxConfig(patients=n, collections=0, seed=7, data_dir=source, api_key=KEY)
-        ).stop()
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{n}-"))
-    shutil.copy(source / "cliniko.sqlite3", work / "cliniko.sqlite3")
-    return work
+        print(f"  making the {name} account (once; kept in {DATA})", flush=True)
+        started = time.monotonic()
+        SandboxServer(sandbox_config(patients, collections, source)).stop()
+        print(f"  made in {time.monotonic() - started:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as work:
+        shutil.copy(source / "cliniko.sqlite3", Path(work) / "cliniko.sqlite3")
+        yield Path(work)
+
+
+def sandbox_config(
+    patients: int, collections: float, data_dir: Path, latency_ms: float = 0, rate_limit: int = 0
+) -> SandboxConfig:
+    return SandboxConfig(
+        patients=patients,
+        collections=collections,
+        seed=7,
+        data_dir=data_dir,
+        api_key=KEY,
+        latency_ms=latency_ms,
+        rate_limit_per_minute=rate_limit,
+        rate_limit_header="both",
+    )
 
 
 def dlt_python() -> Path:
@@ -109,22 +216,36 @@ def patient_catalog(config: dict[str, Any]) -> dict[str, Any]:
     return catalog
 
 
-def command(contender: str, base_url: str, config_file: Path, state_file: Path | None) -> list[str]:
-    """The command line of one contender (the tap reads the patient streams, as the others)."""
+def tap_config(base_url: str, contender: str, rate_limited: bool) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "api_key": KEY,
+        "user_agent": USER_AGENT,
+        "base_url": base_url,
+        "max_requests_per_minute": BUDGET if rate_limited else 0,
+    }
+    if contender.startswith("tap c"):
+        config["max_concurrency"] = int(contender.removeprefix("tap c"))
+    return config
+
+
+def command(
+    contender: str, base_url: str, work: Path, *, rate_limited: bool, patients_only: bool
+) -> tuple[list[str], Path]:
+    """The command line of one contender, and where its state file goes if it gets one."""
     if contender == "dlt":
-        return [str(dlt_python()), str(HERE / "dlt_baseline.py"), base_url, KEY]
-    if contender == "tap":
+        return [str(dlt_python()), str(HERE / "dlt_baseline.py"), base_url, KEY], work / "state"
+    config = tap_config(base_url, contender, rate_limited)
+    config_file = work / "config.json"
+    config_file.write_text(json.dumps(config))
+    if contender == "sdk-default":
+        args = [sys.executable, str(HERE / "sdk_default_tap.py")]
+    else:
         args = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
-        catalog_file = config_file.with_name("catalog.json")
-        config = json.loads(config_file.read_text())
+    if patients_only:
+        catalog_file = work / "catalog.json"
         catalog_file.write_text(json.dumps(patient_catalog(config)))
         args += ["--catalog", str(catalog_file)]
-    else:
-        args = [sys.executable, str(HERE / "sdk_default_tap.py")]
-    args += ["--config", str(config_file)]
-    if state_file is not None:
-        args += ["--state", str(state_file)]
-    return args
+    return [*args, "--config", str(config_file)], work / "state.json"
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -139,8 +260,8 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def measure(args: list[str], out_path: Path) -> tuple[float, float, float, int, str]:
-    """Run a process; its wall time, CPU seconds, peak RSS (MB), exit code and stderr.
+def measure(args: list[str], out_path: Path) -> Measured:
+    """Run a process: its wall time, CPU seconds, peak RSS (MB), exit code, stderr, start.
 
     Peak RSS is sampled from /proc: a forked child's ru_maxrss starts at the parent's size.
     """
@@ -148,6 +269,7 @@ def measure(args: list[str], out_path: Path) -> tuple[float, float, float, int, 
     peak = 0.0
     with out_path.open("wb") as out, err_path.open("wb") as err:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started_epoch = time.time()
         started = time.monotonic()
         process = subprocess.Popen(args, stdout=out, stderr=err, cwd=ROOT)
         while process.poll() is None:
@@ -156,26 +278,30 @@ def measure(args: list[str], out_path: Path) -> tuple[float, float, float, int, 
         wall = time.monotonic() - started
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
-    return wall, cpu, peak, process.returncode, err_path.read_text(errors="replace")
+    stderr = err_path.read_text(errors="replace")
+    return Measured(wall, cpu, peak, process.returncode, stderr, started_epoch)
 
 
-def count_records(out_path: Path, contender: str) -> tuple[int, dict[str, Any] | None]:
-    records, state = 0, None
+def read_output(out_path: Path, contender: str) -> tuple[Counter[str], dict[str, Any] | None]:
+    """Records per stream and the last STATE of a run's stdout."""
+    records: Counter[str] = Counter()
+    state = None
     with out_path.open("rb") as handle:
         for line in handle:
-            if (
-                contender == "dlt"
-                or line.startswith(b'{"type":"RECORD"')
-                or line.startswith(b'{"type": "RECORD"')
-            ):
-                records += 1
+            if contender == "dlt":
+                records["patients"] += 1
+            elif line.startswith((b'{"type":"RECORD"', b'{"type": "RECORD"')):
+                head = line[:120]
+                start = head.find(b'"stream":') + 9
+                name = head[start:].lstrip(b' "').split(b'"', 1)[0]
+                records[name.decode()] += 1
             elif b'"STATE"' in line[:30]:
                 state = json.loads(line)["value"]
     return records, state
 
 
 def pages_needed(server: SandboxServer) -> dict[str, int]:
-    """ceil(rows/100) per route: the fewest requests a full sync can make."""
+    """ceil(rows/100) per patient route: the fewest requests a full sync can make."""
     statuses = Counter(entry["status"] for entry in server.store.snapshot().values())
     return {
         route: max(1, math.ceil(statuses[status] / 100))
@@ -183,81 +309,160 @@ def pages_needed(server: SandboxServer) -> dict[str, int]:
     }
 
 
+def short_answers(server: SandboxServer) -> Counter[str]:
+    """Per patient route, the answers that carried fewer rows than asked for.
+
+    Each read of an id window ends in one (or in an empty page), so a full sync that reads no
+    full page twice sends at most that many requests beyond ceil(rows/100). The server does not
+    log row counts: each logged query is asked again of the unchanged store.
+    """
+    short: Counter[str] = Counter()
+    for record in server.requests:
+        if record.path not in VARIANTS or record.status != 200:
+            continue
+        query = parse_qs(record.query_string)
+        per_page = int(query.get("per_page", ["50"])[0])
+        rows, _ = server.store.page(
+            VARIANTS[record.path],
+            query.get("q[]", []),
+            query.get("sort", [None])[0],
+            int(query.get("page", ["1"])[0]),
+            per_page,
+            resource="patients",
+        )
+        if len(rows) < per_page:
+            short[record.path] += 1
+    return short
+
+
+def stream_of(path: str) -> str:
+    """The stream a request path belongs to (/v1/invoices/deleted -> invoices, ...)."""
+    parts = path.removeprefix("/v1/").split("/")
+    if parts[0] == "patients" and len(parts) > 1:
+        return f"{parts[1]}_patients"
+    if len(parts) >= 3 and parts[2] == "practitioners":
+        return {"businesses": "business_practitioners"}.get(
+            parts[0], f"{parts[0][:-1]}_practitioners"
+        )
+    return parts[0]
+
+
+def stream_key(path: str, query_string: str, incremental: bool) -> str:
+    """stream_of, but on an incremental run a parent collection's list read without a bookmark
+    filter is counted apart: it is a child stream reading its parents, not the parent's own run.
+    """
+    stream = stream_of(path)
+    if incremental and path in PARENT_LISTS and ">=" not in unquote(query_string):
+        return stream + UNFILTERED
+    return stream
+
+
+_round_trips: dict[tuple[str, float], float] = {}
+
+
+def round_trip(
+    key: str, data_dir: Path, patients: int, collections: float, latency: float
+) -> float:
+    """r: the median of a few timed single requests for a page of 100 patients, at `latency`.
+
+    Asked of a second local Cliniko on the same data without the rate limit, so that the run's
+    own server starts with its whole budget. Includes the added latency and the base round trip.
+    """
+    if (key, latency) in _round_trips:
+        return _round_trips[(key, latency)]
+    config = sandbox_config(patients, collections, data_dir, latency_ms=latency)
+    with SandboxServer(config) as server, requests.Session() as session:
+        session.auth = (KEY, "")
+        session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        url = f"{server.base_url}/patients"
+        session.get(url, params={"per_page": 100}, timeout=30).raise_for_status()  # warm-up
+        samples = []
+        for _ in range(ROUND_TRIP_SAMPLES):
+            started = time.monotonic()
+            session.get(url, params={"per_page": 100}, timeout=30).raise_for_status()
+            samples.append(time.monotonic() - started)
+    _round_trips[(key, latency)] = statistics.median(samples)
+    return _round_trips[(key, latency)]
+
+
 def run_once(
     contender: str,
-    n: int,
     scenario: str,
+    n: int,
     data_dir: Path,
     *,
+    collections: float = 0.0,
     latency_ms: float = 0,
-    rate_limit: int = 0,
     state: dict[str, Any] | None = None,
-    change_share: float = 0.0,
+    r: float = 0.0,
 ) -> tuple[Run, dict[str, Any] | None]:
-    config = SandboxConfig(
-        patients=n,
-        collections=0,
-        seed=7,
-        data_dir=data_dir,
-        api_key=KEY,
-        latency_ms=latency_ms,
-        rate_limit_per_minute=rate_limit,
-        rate_limit_header="both",
-    )
+    """One run of one contender against a fresh local Cliniko (a fresh rolling minute)."""
+    rate_limited = latency_ms > 0
+    limit = CLINIKO_PER_MINUTE if rate_limited else 0
+    config = sandbox_config(n, collections, data_dir, latency_ms, limit)
     with SandboxServer(config) as server, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if change_share:
-            active = sorted(
-                i for i, e in server.store.snapshot().items() if e["status"] == "active"
-            )
-            for patient_id in random.Random(1).sample(
-                active, max(1, int(len(active) * change_share))
-            ):
-                server.store.update_patient(patient_id, {"notes": "changed for the benchmark"})
-            server.requests.clear()
-        tap_config = {
-            "api_key": KEY,
-            "user_agent": USER_AGENT,
-            "base_url": server.base_url,
-            "max_requests_per_minute": 190 if rate_limit else 0,
-        }
-        config_file = work / "config.json"
-        config_file.write_text(json.dumps(tap_config))
-        state_file = None
-        if state is not None:
-            state_file = work / "state.json"
-            state_file.write_text(json.dumps(state))
-        out_path = work / "out.jsonl"
-        pages = pages_needed(server)
-        server.requests.clear()
-        wall, cpu, rss, code, stderr = measure(
-            command(contender, server.base_url, config_file, state_file), out_path
+        args, state_file = command(
+            contender,
+            server.base_url,
+            work,
+            rate_limited=rate_limited,
+            patients_only=not collections,
         )
-        records, new_state = count_records(out_path, contender)
-        requests = Counter(r.path for r in server.requests if r.path in ROUTES)
-        throttled = sum(1 for r in server.requests if r.status == 429)
+        if state is not None:
+            state_file.write_text(json.dumps(state))
+            args += ["--state", str(state_file)]
+        out_path = work / "out.jsonl"
+        pages = pages_needed(server) if not collections else {}
+        server.requests.clear()
+        measured = measure(args, out_path)
+        records, new_state = read_output(out_path, contender)
+        log = list(server.requests)
+        short = short_answers(server) if not collections else Counter()
+    routes: dict[str, set[str]] = {}
+    for record in log:
+        routes.setdefault(stream_of(record.path), set()).add(record.path)
     run = Run(
         contender=contender,
-        n=n,
         scenario=scenario,
-        wall=wall,
-        cpu=cpu,
-        rss_mb=rss,
-        records=records,
-        requests=requests,
-        throttled=throttled,
-        bound_minutes=sum(pages.values()) / CLINIKO_PER_MINUTE,
+        n=n,
+        latency_ms=latency_ms,
+        wall=measured.wall,
+        cpu=measured.cpu,
+        rss_mb=measured.rss_mb,
+        records=sum(records.values()),
+        exit_code=measured.exit_code,
+        total_requests=len(log),
+        throttled=sum(1 for record in log if record.status == 429),
+        # The server notes each request's arrival, before its added latency.
+        startup=min((record.started for record in log), default=measured.started)
+        - measured.started,
+        r=r,
+        requests=Counter(record.path for record in log),
         pages=pages,
-        progress_lines=sum(
-            1 for line in stderr.splitlines() if "patients (" in line and "left" in line
+        short=short,
+        per_stream=Counter(
+            stream_key(record.path, record.query_string, state is not None) for record in log
         ),
-        exit_code=code,
+        records_per_stream=records,
+        routes_per_stream={stream: len(paths) for stream, paths in routes.items()},
+        progress_lines=sum(
+            1 for line in measured.stderr.splitlines() if " left" in line and "(" in line
+        ),
     )
-    status = "ok" if code == 0 else f"EXIT {code}: {stderr.strip().splitlines()[-1:]}"
+    status = "ok" if run.exit_code == 0 else f"EXIT {run.exit_code}: "
+    if run.exit_code:
+        status += str(measured.stderr.strip().splitlines()[-1:])
+    bound = (
+        f" start-up={run.startup:4.1f}s r={r * 1000:4.0f}ms T(M)={run.limit:6.1f}s"
+        f" wall/(T+start-up)={run.ratio:5.2f}"
+        if rate_limited
+        else ""
+    )
     print(
-        f"  {scenario:<24} {contender:<12} N={n:>7,} wall={wall:7.1f}s cpu={cpu:6.1f}s"
-        f" rss={rss:6.1f}MB records={records:>7,} requests={sum(requests.values()):>5}"
-        f" 429s={throttled} {status}",
+        f"  {scenario:<22} {latency_ms:>4.0f}ms {contender:<11} N={n:>7,} wall={run.wall:7.1f}s"
+        f" cpu={run.cpu:6.1f}s rss={run.rss_mb:5.0f}MB records={run.records:>7,}"
+        f" requests={run.total_requests:>5} 429s={run.throttled}{bound} {status}",
         flush=True,
     )
     return run, new_state
@@ -283,293 +488,499 @@ def machine() -> str:
     )
 
 
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def exit_note(run: Run) -> str:
+    return "" if run.exit_code == 0 else f" (exit {run.exit_code})"
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def report(runs: list[Run], sizes: list[int], quick: bool) -> str:
-    def find(contender: str, n: int, scenario: str) -> Run | None:
+def plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, Counter) else value
+
+
+class Bench:
+    """Runs the scenarios in turn and keeps every run (and every run it chose to skip)."""
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+        self.skipped: list[Skipped] = []
+        self.machine = machine()
+        self.commit = git_commit()
+
+    def save(self, sizes: list[int], whole: int, quick: bool) -> None:
+        figures = {
+            "machine": self.machine,
+            "commit": self.commit,
+            "sizes": sizes,
+            "whole": whole,
+            "quick": quick,
+            # Not asdict(): it rebuilds a Counter from (key, count) pairs, counting the pairs.
+            "runs": [
+                {f.name: plain(getattr(run, f.name)) for f in fields(run)} for run in self.runs
+            ],
+            "skipped": [asdict(skip) for skip in self.skipped],
+        }
+        RUNS_FILE.write_text(json.dumps(figures, indent=1) + "\n")
+
+    @classmethod
+    def load(cls) -> tuple[Bench, list[int], int, bool]:
+        figures = json.loads(RUNS_FILE.read_text())
+        bench = cls()
+        bench.machine, bench.commit = figures["machine"], figures["commit"]
+        counters = ("requests", "short", "per_stream", "records_per_stream")
+        for data in figures["runs"]:
+            run = Run(**data)
+            for name in counters:
+                setattr(run, name, Counter(data[name]))
+            bench.runs.append(run)
+        bench.skipped = [Skipped(**data) for data in figures["skipped"]]
+        return bench, figures["sizes"], figures["whole"], figures["quick"]
+
+    def find(self, contender: str, scenario: str, n: int, latency: float = 0) -> Run | None:
         return next(
-            (r for r in runs if (r.contender, r.n, r.scenario) == (contender, n, scenario)), None
+            (
+                r
+                for r in self.runs
+                if (r.contender, r.scenario, r.n, r.latency_ms) == (contender, scenario, n, latency)
+            ),
+            None,
         )
 
-    lines = ["# Benchmark results", "", f"Machine: {machine()}.", ""]
+    def add(self, pair: tuple[Run, dict[str, Any] | None]) -> dict[str, Any] | None:
+        self.runs.append(pair[0])
+        return pair[1]
+
+    def slow_ones(
+        self, scenario: str, n: int, latency: float, first: Run
+    ) -> Iterator[tuple[str, float]]:
+        """The slower tap settings worth running: predicted under SLOW_LIMIT from c8's run."""
+        for contender in TAP_CONTENDERS[1:]:
+            flight = int(contender.removeprefix("tap c"))
+            guess = predicted_seconds(first.total_requests, first.r, flight) + first.startup
+            if guess <= SLOW_LIMIT:
+                yield contender, guess
+            else:
+                self.skipped.append(Skipped(contender, scenario, n, latency, guess))
+
+    def record_path(self, n: int) -> None:
+        with dataset(n) as data:
+            for contender in ("tap", "sdk-default", "dlt"):
+                self.add(run_once(contender, "record path", n, data))
+
+    def full_sync(self, n: int, latency: float) -> None:
+        with dataset(n) as data:
+            r = round_trip(str(n), data, n, 0.0, latency)
+            c8 = run_once("tap c8", "full sync", n, data, latency_ms=latency, r=r)[0]
+            self.runs.append(c8)
+            self.add(run_once("dlt", "full sync", n, data, latency_ms=latency, r=r))
+            for contender, _ in self.slow_ones("full sync", n, latency, c8):
+                self.add(run_once(contender, "full sync", n, data, latency_ms=latency, r=r))
+
+    def whole_account(self, patients: int, latency: float) -> None:
+        with dataset(patients, 1.0) as data:
+            self._whole_account(patients, latency, data)
+
+    def _whole_account(self, patients: int, latency: float, data: Path) -> None:
+        """Every default stream of a whole account, then two incremental runs on its state."""
+        r = round_trip(f"whole-{patients}", data, patients, 1.0, latency)
+
+        def run(contender: str, scenario: str, state: dict[str, Any] | None = None) -> Any:
+            return run_once(
+                contender,
+                scenario,
+                patients,
+                data,
+                collections=1.0,
+                latency_ms=latency,
+                state=state,
+                r=r,
+            )
+
+        c8, state = run("tap c8", "whole account")
+        self.runs.append(c8)
+        # The first incremental run may learn (and store) what a route refuses; the second is
+        # the steady state of a quiet account.
+        state = self.add(run("tap c8", "incremental 1", state))
+        self.add(run("tap c8", "incremental 2", state))
+        for contender, _ in self.slow_ones("whole account", patients, latency, c8):
+            self.add(run(contender, "whole account"))
+
+
+def run_table(runs: list[Run | None], first_column: Callable[[Run], str], head: str) -> list[str]:
+    lines = [
+        f"| {head} | contender | wall s | start-up s | r ms | T(M) s | old bound s |"
+        " wall / (T(M) + start-up) | 1.15 T(M) + start-up s | requests | 429s | records |"
+        " within |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for run in runs:
+        if run is None:
+            continue
+        lines.append(
+            f"| {first_column(run)} | {run.contender} | {run.wall:.1f} | {run.startup:.2f} |"
+            f" {run.r * 1000:.0f} | {run.limit:.1f} | {old_bound_seconds(run.total_requests):.1f} |"
+            f" {run.ratio:.2f} | {run.allowed:.1f} | {run.total_requests} | {run.throttled} |"
+            f" {run.records:,} |"
+            f" {'yes' if run.met else 'no'}{exit_note(run)} |"
+        )
+    return lines
+
+
+def report(bench: Bench, sizes: list[int], whole: int, quick: bool) -> str:
+    find = bench.find
+    contenders = (*TAP_CONTENDERS, "dlt")
+    lines = ["# Benchmark results", "", f"Machine: {bench.machine}.", ""]
     lines += [
-        "Produced by `python3 dev.py bench" + (" --quick`" if quick else "`") + " against the"
-        " local Cliniko over real HTTP on 127.0.0.1 (server and tap share the machine's cores).",
+        f"Produced by `python3 dev.py bench{' --quick' if quick else ''}` at commit"
+        f" `{bench.commit}`, against the local Cliniko over real HTTP on 127.0.0.1 (server and"
+        " tap share the machine's cores). Figures only: nothing here is asserted by a test.",
         "",
-        "## 1. Record path (no latency, no rate limit)",
+        "## The limit and how runs are judged",
         "",
-        "records/s is wall-clock and includes the local server's share of the 2 cores;"
-        " records per CPU-second is the tap process alone, the figure the 3x target is judged on.",
+        "For a sync of M requests, a budget of B requests in any rolling minute, at most C in"
+        " flight and a round trip of r seconds, no client can finish faster than",
+        "",
+        "    T(M) = max(floor((M - 1) / B) * 60 s + r, ceil(M / C) * r)",
+        "",
+        f"- B = {BUDGET} (the tap's default `max_requests_per_minute`), C = {CONCURRENCY} (its"
+        " default `max_concurrency`), for every contender: T(M) is the limit of a polite"
+        " client, not of the contender's own setting.",
+        "- r = the added latency plus the base round trip: the median of"
+        f" {ROUND_TRIP_SAMPLES} timed single requests for a page of 100 patients, asked of a"
+        " second local Cliniko on the same data with the same latency.",
+        "- M = every request the local Cliniko saw during the run (any status).",
+        "- start-up = from the contender's process start to its first request reaching the"
+        " server (Python, imports, catalog; the server logs each request's arrival).",
+        f"- Target: wall <= {TOLERANCE} x T(M) + start-up, and zero 429s. The local Cliniko"
+        f" enforces {CLINIKO_PER_MINUTE} requests per key in any rolling 60 s (a fresh server,"
+        " so a fresh minute, for every run).",
+        "- old bound = M at 200 a minute, the bound of earlier runs, for comparison.",
+        f"- `tap cK` is the tap with `max_concurrency` K. K = 1 and 2 run only where the run"
+        f" of K = 8 predicts they take under {SLOW_LIMIT:.0f} s (T(M) with C = K, plus"
+        " start-up); dlt (its REST client following `links.next`, one request in flight) runs"
+        " in every patients scenario.",
+        "",
+    ]
+    if bench.skipped:
+        lines += ["Not run (predicted over the limit above):", ""]
+        for skip in bench.skipped:
+            lines.append(
+                f"- {skip.contender}, {skip.scenario}, N = {skip.n:,}, {skip.latency_ms:.0f} ms:"
+                f" predicted {skip.predicted:.0f} s."
+            )
+        lines.append("")
+    lines += ["## 1. Full syncs of N patients (patient streams, 200 requests/min)", ""]
+    for n in sizes:
+        lines += [f"### {n:,} patients", ""]
+        runs = [find(c, "full sync", n, lat) for lat in LATENCIES for c in contenders]
+        lines += run_table(runs, lambda r: f"{r.latency_ms:.0f} ms", "latency")
+        lines.append("")
+    lines += [f"## 2. Whole account: {whole:,} patients, every default stream", ""]
+    runs = [find(c, "whole account", whole, lat) for lat in LATENCIES for c in TAP_CONTENDERS]
+    lines += run_table(runs, lambda r: f"{r.latency_ms:.0f} ms", "latency")
+    lines += ["", "Requests per stream (`tap c8`); floor = one per route visited, or"]
+    lines += ["ceil(records/100) when more. A child stream's reads of its parents' list count"]
+    lines += ["under the parent's name.", ""]
+    whole_runs = [
+        r for r in (find("tap c8", "whole account", whole, lat) for lat in LATENCIES) if r
+    ]
+    if whole_runs:
+        head = " | ".join(f"requests {r.latency_ms:.0f} ms" for r in whole_runs)
+        lines += [
+            f"| stream | records | {head} | floor |",
+            "|---|---:|" + "---:|" * (len(whole_runs) + 1),
+        ]
+        streams = sorted(set().union(*(r.per_stream for r in whole_runs)))
+        for stream in streams:
+            base = whole_runs[0]
+            floor = max(
+                base.routes_per_stream.get(stream, 0),
+                math.ceil(base.records_per_stream[stream] / 100),
+            )
+            cells = " | ".join(str(r.per_stream[stream]) for r in whole_runs)
+            lines.append(
+                f"| `{stream}` | {base.records_per_stream[stream]:,} | {cells} | {floor} |"
+            )
+    lines += ["", "## 3. Incremental run, nothing changed (whole account, default catalog)", ""]
+    lines += [
+        "Straight after the whole-account sync of section 2, the tap (`max_concurrency` 8) runs"
+        " again on its final state against a fresh local Cliniko on the same, unchanged data;"
+        " then once more on the state of that run (the steady state of a quiet account).",
+        "",
+    ]
+    incremental = [
+        find("tap c8", s, whole, lat)
+        for lat in LATENCIES
+        for s in ("incremental 1", "incremental 2")
+    ]
+    lines += run_table(incremental, lambda r: f"{r.latency_ms:.0f} ms, {r.scenario}", "run")
+    done = [r for r in incremental if r]
+    if done:
+        lines += [
+            "",
+            "Requests per stream (target: at most 2) / records it emitted again. A parent"
+            " collection's list read without a bookmark filter is a child stream reading its"
+            " parents, shown on its own row.",
+            "",
+        ]
+        head = " | ".join(f"{r.latency_ms:.0f} ms {r.scenario}" for r in done)
+        lines += [f"| stream | {head} |", "|---|" + "---:|" * len(done)]
+        for stream in sorted(set().union(*(r.per_stream for r in done))):
+            counts = []
+            for r in done:
+                emitted = "" if UNFILTERED in stream else f" / {r.records_per_stream[stream]}"
+                counts.append(f"{r.per_stream[stream]}{emitted}")
+            lines.append(f"| `{stream}` | " + " | ".join(counts) + " |")
+    lines += ["", "## 4. Requests of a full sync beyond ceil(rows/100) per route", ""]
+    lines += [
+        "extra = requests - ceil(rows/100); short = answers carrying fewer than 100 rows (every"
+        " id window's read ends in one, so extra <= short means no full page was read twice,"
+        " i.e. at most one extra request per window).",
+        "",
+        "| N | latency | contender | route | ceil(rows/100) | requests | extra | short |",
+        "|---:|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for n in sizes:
+        for latency in LATENCIES:
+            for contender in contenders:
+                run = find(contender, "full sync", n, latency)
+                if not run:
+                    continue
+                for route in ROUTES:
+                    lines.append(
+                        f"| {n:,} | {latency} ms | {contender} | `{route}` | {run.pages[route]} |"
+                        f" {run.requests[route]} | {run.requests[route] - run.pages[route]} |"
+                        f" {run.short[route]} |"
+                    )
+    lines += ["", "## 5. Record path (no latency, no rate limit)", ""]
+    lines += [
+        "records/s is wall-clock and includes the local server's share of the cores; records"
+        " per CPU second is the contender's process alone.",
         "",
         "| N | contender | records/s | records per CPU s | CPU s | peak RSS MB |"
         " CPU vs SDK default |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n in sizes:
-        base = find("sdk-default", n, "record path")
+        sdk = find("sdk-default", "record path", n)
         for contender in ("tap", "sdk-default", "dlt"):
-            run = find(contender, n, "record path")
-            if run:
-                ratio = run.per_cpu_second / base.per_cpu_second if base and base.cpu else 0
+            if path_run := find(contender, "record path", n):
+                ratio = path_run.per_cpu_second / sdk.per_cpu_second if sdk and sdk.cpu else 0
                 lines.append(
-                    f"| {n:,} | {contender} | {run.per_second:,.0f} | {run.per_cpu_second:,.0f} |"
-                    f" {run.cpu:.1f} | {run.rss_mb:.0f} | {ratio:.2f}x |"
+                    f"| {n:,} | {contender} | {path_run.per_second:,.0f} |"
+                    f" {path_run.per_cpu_second:,.0f} | {path_run.cpu:.1f} |"
+                    f" {path_run.rss_mb:.0f} | {ratio:.2f}x |"
                 )
-    lines += ["", "## 2. Rate-limited (server allows 200 requests/min per key)", ""]
-    lines += [
-        "Bound = sum over the three routes of ceil(rows/100) requests, at 200 a minute.",
-        "",
-        "| N | latency | contender | wall s | bound s | wall / bound | requests | 429s |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for n in sizes:
-        for latency in (300, 600):
-            for contender in ("tap", "dlt"):
-                run = find(contender, n, f"rate-limited {latency}ms")
-                if run:
-                    lines.append(
-                        f"| {n:,} | {latency} ms | {contender} | {run.wall:.1f} |"
-                        f" {run.bound_minutes * 60:.1f} | {run.bound_ratio:.3f} |"
-                        f" {sum(run.requests.values())} | {run.throttled} |"
-                    )
-    lines += ["", "## 3. Requests per stream", ""]
-    lines += [
-        "| N | run | /patients | /patients/archived | /patients/deleted | records |",
-        "|---:|---|---:|---:|---:|---:|",
-    ]
-    for n in sizes:
-        for scenario in ("full sync", "incremental, nothing changed", "incremental, 1% changed"):
-            run = find("tap", n, scenario)
-            if run:
-                cells = " | ".join(str(run.requests[route]) for route in ROUTES)
-                lines.append(f"| {n:,} | {scenario} | {cells} | {run.records:,} |")
     lines += ["", "## Targets", ""]
-    lines += targets(find, sizes)
-    lines += [
-        "",
-        "Notes: `archived_patients` makes two requests on an incremental run by design (an",
-        "`updated_at` pass and an `archived_at` pass), because whether archiving moves",
-        "`updated_at` is not documented; `deleted_patients` learns on its first incremental run",
-        "that `updated_at` is not searchable there and remembers `deleted_at` in its state.",
-        "Records re-read at the bookmark's own second (`>=`) are counted in `records`.",
-        "",
-        "![wall time against N](wall_time.png)",
-        "",
-    ]
+    lines += targets(bench, sizes, whole)
+    lines += ["", "![wall time against T(M)](wall_time.png)", ""]
     return "\n".join(lines)
 
 
-def targets(find: Any, sizes: list[int]) -> list[str]:
-    out = []
+def judged(run: Run, what: str) -> str:
+    return (
+        f"- {what}: wall {run.wall:.1f} s against {TOLERANCE} x T(M) {run.limit:.1f} s +"
+        f" start-up {run.startup:.2f} s = {run.allowed:.1f} s (wall / (T(M) + start-up) ="
+        f" {run.ratio:.2f}; M = {run.total_requests},"
+        f" old bound {old_bound_seconds(run.total_requests):.1f} s),"
+        f" {run.throttled} 429s{exit_note(run)}:"
+        f" {verdict(run.met)}."
+    )
+
+
+def targets(bench: Bench, sizes: list[int], whole: int) -> list[str]:
+    find = bench.find
+    out = ["Judged on the tap with its defaults (`tap c8`).", ""]
     for n in sizes:
-        tap, sdk = find("tap", n, "record path"), find("sdk-default", n, "record path")
+        for latency in LATENCIES:
+            if run := find("tap c8", "full sync", n, latency):
+                out.append(judged(run, f"Full sync, {n:,} patients, {latency} ms"))
+    for latency in LATENCIES:
+        if run := find("tap c8", "whole account", whole, latency):
+            out.append(judged(run, f"Whole account ({whole:,} patients), {latency} ms"))
+    for latency in LATENCIES:
+        for scenario in ("incremental 1", "incremental 2"):
+            if run := find("tap c8", scenario, whole, latency):
+                out.append(
+                    judged(run, f"Incremental, nothing changed ({scenario[-1]}), {latency} ms")
+                )
+                over = {s: c for s, c in sorted(run.per_stream.items()) if c > 2}
+                streams = sum(1 for stream in run.per_stream if UNFILTERED not in stream)
+                out.append(
+                    f"- Incremental, nothing changed ({scenario[-1]}), {latency} ms:"
+                    f" {run.total_requests} requests over {streams} streams,"
+                    f" most {max(run.per_stream.values(), default=0)}"
+                    f" for one stream; over 2: {over or 'none'} (target at most 2 per stream):"
+                    f" {verdict(not over)}."
+                )
+    for n in sizes:
+        for latency in LATENCIES:
+            if run := find("tap c8", "full sync", n, latency):
+                extra = {r.rsplit("/", 1)[-1]: run.requests[r] - run.pages[r] for r in ROUTES}
+                short = {r.rsplit("/", 1)[-1]: run.short[r] for r in ROUTES}
+                ok = all(extra[k] <= max(1, short[k]) for k in extra)
+                out.append(
+                    f"- Full sync, {n:,} patients, {latency} ms: requests beyond ceil(rows/100)"
+                    f" per route {extra}, short answers {short} (target: at most one per window):"
+                    f" {verdict(ok)}."
+                )
+    taps = [r for r in bench.runs if r.contender.startswith("tap") and r.latency_ms]
+    if taps:
+        throttled = sum(r.throttled for r in taps)
+        out.append(
+            f"- 429s over all {len(taps)} rate-limited runs of the tap (any `max_concurrency`):"
+            f" {throttled} (target 0): {verdict(throttled == 0)}."
+        )
+    for n in sizes:
+        tap, sdk = find("tap", "record path", n), find("sdk-default", "record path", n)
         if tap and sdk and sdk.cpu and tap.cpu:
             ratio = tap.per_cpu_second / sdk.per_cpu_second
-            wall = tap.per_second / sdk.per_second if sdk.per_second else 0
             out.append(
-                f"- Record path at N={n:,}: {ratio:.2f}x the SDK default in records per CPU"
-                f" second, {wall:.2f}x in wall-clock records/s (target 3x): {verdict(ratio >= 3)}."
+                f"- Record path, {n:,} patients (issue 3's target, 3x the SDK default in records"
+                f" per CPU second): {ratio:.2f}x: {verdict(ratio >= 3)}."
             )
-    big, mid = (find("tap", n, "record path") for n in (100_000, 10_000))
-    if big and mid:
-        growth = big.rss_mb / mid.rss_mb
-        out.append(
-            f"- Peak RSS at 100,000 is {growth:.2f}x that at 10,000 (target <= 1.10):"
-            f" {verdict(growth <= 1.10)}."
-        )
-    for n in sizes:
-        run = find("tap", n, "full sync")
-        if run:
-            extra = {r.rsplit("/", 1)[-1]: run.requests[r] - run.pages[r] for r in ROUTES}
-            ok = all(value <= 1 for value in extra.values())
-            out.append(
-                f"- Full sync, N={n:,}: requests beyond ceil(rows/100) per route {extra}"
-                f" (target <= 1): {verdict(ok)}."
-            )
-    for n in sizes:
-        run = find("tap", n, "incremental, nothing changed")
-        if run:
-            per_stream = {r.rsplit("/", 1)[-1]: run.requests[r] for r in ROUTES}
-            met = [name for name, count in per_stream.items() if count == 1]
-            out.append(
-                f"- Incremental, nothing changed, N={n:,}: requests per route {per_stream}"
-                f" (target 1 per stream): met for {', '.join(met) or 'none'};"
-                f" {verdict(len(met) == len(ROUTES))} overall."
-            )
-    for n in sizes:
-        for latency, limit in ((300, 1.10), (600, 1.15)):
-            run = find("tap", n, f"rate-limited {latency}ms")
-            if run:
-                ok = run.throttled == 0 and run.bound_ratio <= limit
-                out.append(
-                    f"- Rate-limited {latency} ms, N={n:,}: {run.bound_ratio:.3f}x the bound,"
-                    f" {run.throttled} 429s (target <= {limit}x, no 429): {verdict(ok)}."
-                )
-    progress = [r for r in (find("tap", n, "rate-limited 300ms") for n in sizes) if r]
-    if progress:
-        lines = max(r.progress_lines for r in progress)
-        out.append(
-            f"- Progress lines (records of total_entries, time left) in the log of the"
-            f" longest sync: {lines}: {verdict(lines > 0)}."
-        )
     return out
 
 
-def plot(runs: list[Run], sizes: list[int]) -> None:
+def short_label(run: Run) -> str:
+    """1k, 100k, whole, incr 1 ... for the plot's tap c8 points."""
+    if run.scenario == "full sync":
+        return f"{run.n / 1000:g}k"
+    return {"whole account": "whole"}.get(run.scenario, run.scenario.replace("incremental", "incr"))
+
+
+def plot(bench: Bench) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for axis, latency in zip(axes, (300, 600), strict=True):
-        scenario = f"rate-limited {latency}ms"
-        for contender, style in (("tap", "o-"), ("dlt", "s--")):
+    styles = {"tap c8": "o", "tap c2": "^", "tap c1": "v", "dlt": "s"}
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for axis, latency in zip(axes, LATENCIES, strict=True):
+        runs = [r for r in bench.runs if r.latency_ms == latency and r.total_requests]
+        for contender, marker in styles.items():
             points = [
-                (r.n, r.wall) for r in runs if (r.contender, r.scenario) == (contender, scenario)
+                (r.limit, max(r.wall - r.startup, 0.01)) for r in runs if r.contender == contender
             ]
             if points:
-                axis.plot(*zip(*sorted(points), strict=True), style, label=contender)
-        bounds = sorted({(r.n, r.bound_minutes * 60) for r in runs if r.scenario == scenario})
-        if bounds:
-            axis.plot(*zip(*bounds, strict=True), "k:", label="bound (200 req/min)")
+                axis.plot(*zip(*sorted(points), strict=True), marker, label=contender, alpha=0.8)
+        for run in runs:
+            if run.contender == "tap c8":
+                axis.annotate(
+                    short_label(run),
+                    (run.limit, max(run.wall - run.startup, 0.01)),
+                    fontsize=6,
+                    xytext=(4, -3),
+                    textcoords="offset points",
+                )
+        if runs:
+            low = min(r.limit for r in runs) * 0.8
+            high = max(max(r.limit, r.wall) for r in runs) * 1.25
+            axis.plot([low, high], [low, high], "k-", lw=0.8, label="T(M)")
+            axis.plot(
+                [low, high], [low * TOLERANCE, high * TOLERANCE], "k:", label=f"{TOLERANCE} T(M)"
+            )
         axis.set_xscale("log")
         axis.set_yscale("log")
-        axis.set_xlabel("patients (N)")
-        axis.set_ylabel("wall time (s)")
+        axis.set_xlabel("T(M), s")
+        axis.set_ylabel("wall time minus start-up, s")
         axis.set_title(f"{latency} ms latency, 200 requests/min")
-        axis.legend()
+        axis.legend(fontsize=8)
+    figure.suptitle(
+        "Every rate-limited run against its limit T(M) (on or under the dotted line: target met)"
+    )
     figure.tight_layout()
     figure.savefig(HERE / "wall_time.png", dpi=110)
 
 
-def stream_of(path: str) -> str:
-    """The stream a request path belongs to (/v1/invoices/deleted -> invoices, ...)."""
-    parts = path.removeprefix("/v1/").split("/")
-    if parts[0] == "patients" and len(parts) > 1:
-        return f"{parts[1]}_patients"
-    if len(parts) >= 3 and parts[2] == "practitioners":
-        return {"businesses": "business_practitioners"}.get(
-            parts[0], f"{parts[0][:-1]}_practitioners"
-        )
-    return parts[0]
-
-
-def whole_account(patients: int, latency_ms: float) -> str:
-    """Every default stream of a whole synthetic account through the tap's 190/min budget.
-
-    Reports the requests per stream, the floor (one request per route visited, or one per
-    100 rows when more), and the wall time against the rate-limit bound of that floor.
-    """
-    work = Path(tempfile.mkdtemp(prefix="bench-whole-"))
-    config = SandboxConfig(
-        patients=patients,
-        seed=7,
-        data_dir=work,
-        api_key=KEY,
-        latency_ms=latency_ms,
-        rate_limit_per_minute=CLINIKO_PER_MINUTE,
-        rate_limit_header="both",
+def whole_account_text(bench: Bench, patients: int) -> str:
+    """Sections 2 and 3 of the report and their targets, for WHOLE_ACCOUNT.md."""
+    text = "# Whole-account benchmark (python3 dev.py bench --whole-account N)\n\n"
+    full = report(bench, [], patients, quick=False).replace(
+        "`python3 dev.py bench`", f"`python3 dev.py bench --whole-account {patients}`"
     )
-    with SandboxServer(config) as server:
-        config_file = work / "config.json"
-        config_file.write_text(
-            json.dumps({"api_key": KEY, "user_agent": USER_AGENT, "base_url": server.base_url})
-        )
-        out_path = work / "out.jsonl"
-        server.requests.clear()
-        args = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
-        wall, cpu, rss, code, _ = measure([*args, "--config", str(config_file)], out_path)
-        requests: Counter[str] = Counter(stream_of(r.path) for r in server.requests)
-        routes: dict[str, set[str]] = {}
-        for r in server.requests:
-            routes.setdefault(stream_of(r.path), set()).add(r.path)
-        throttled = sum(1 for r in server.requests if r.status == 429)
-    records: Counter[str] = Counter()
-    with out_path.open() as handle:
-        for line in handle:
-            if line.startswith('{"type":"RECORD"'):
-                records[json.loads(line)["stream"]] += 1
-    floor = {s: max(len(routes.get(s, ())), math.ceil(records[s] / 100)) for s in requests}
-    bound = sum(floor.values()) / CLINIKO_PER_MINUTE * 60
-    lines = [
-        f"## Whole account: {patients:,} patients, every default stream, {latency_ms:.0f} ms",
-        "",
-        f"Exit {code}; {sum(records.values()):,} records in {wall:.1f} s wall, {cpu:.1f} s CPU,"
-        f" peak RSS {rss:.0f} MB; {sum(requests.values())} requests ({throttled} answered 429)"
-        f" against a floor of {sum(floor.values())}: the rate-limit bound of the floor is"
-        f" {bound:.1f} s, so wall / bound = {wall / bound:.2f}.",
-        "",
-        "| stream | records | requests | floor |",
-        "|---|---:|---:|---:|",
-    ]
-    for stream in sorted(requests):
-        lines.append(f"| `{stream}` | {records[stream]:,} | {requests[stream]} | {floor[stream]} |")
-    return "\n".join(lines) + "\n"
+    text += full.split("## 1. ", 1)[0].split("\n", 2)[2]  # machine, commit, the limit
+    text += "## " + full.split("## 2. ", 1)[1].split("## 4. ", 1)[0]
+    return text + "## Targets\n\n" + "\n".join(targets(bench, [], patients)) + "\n"
+
+
+def whole_account_only(patients: int) -> int:
+    """The old `--whole-account N` job: the whole-account scenario alone, into WHOLE_ACCOUNT.md."""
+    bench = Bench()
+    for latency in LATENCIES:
+        bench.whole_account(patients, latency)
+    text = whole_account_text(bench, patients)
+    (HERE / "WHOLE_ACCOUNT.md").write_text(text)
+    print(text)
+    return 0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="N = 1,000 and 10,000 only")
-    parser.add_argument("--sizes", help="comma-separated N values")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"N = {', '.join(map(str, QUICK_SIZES))} and a whole account of"
+        f" {QUICK_WHOLE_PATIENTS} patients",
+    )
+    parser.add_argument("--sizes", help="comma-separated N values for the patients scenarios")
+    parser.add_argument("--whole-patients", type=int, help="patients of the whole account")
     parser.add_argument(
         "--whole-account",
         type=int,
         metavar="N",
         help="only the whole-account scenario with N patients (writes WHOLE_ACCOUNT.md)",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help=f"render RESULTS.md and the plot again from {RUNS_FILE.name}, running nothing",
+    )
     args = parser.parse_args()
     if args.whole_account:
-        text = "# Whole-account benchmark (python3 dev.py bench --whole-account N)\n\n"
-        text += f"Machine: {machine()}\n\n"
-        text += (
-            "The floor is the fewest requests the run could make (one per route visited, or one"
-            " per 100 rows); its bound is the floor at Cliniko's 200 requests per minute. The"
-            " tap's budget (190 in any rolling minute) lets the first minute go faster, so a"
-            " sync of a few hundred requests can finish under the bound. Requests of a child"
-            " stream listing its parents count under the parent's name.\n\n"
-        )
-        for latency in (0, 300):
-            text += whole_account(args.whole_account, latency) + "\n"
-        (HERE / "WHOLE_ACCOUNT.md").write_text(text)
-        print(text)
+        return whole_account_only(args.whole_account)
+    if args.report_only:
+        bench, sizes, whole, quick = Bench.load()
+        (HERE / "RESULTS.md").write_text(report(bench, sizes, whole, quick))
+        plot(bench)
         return 0
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes
-        else ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
+        else (QUICK_SIZES if args.quick else SIZES)
     )
+    whole = args.whole_patients or (QUICK_WHOLE_PATIENTS if args.quick else WHOLE_PATIENTS)
     print(f"benchmark on {machine()}", flush=True)
-    runs: list[Run] = []
+    started = time.monotonic()
+    bench = Bench()
     for n in sizes:
         print(f"N = {n:,}", flush=True)
-        for contender in ("tap", "sdk-default", "dlt"):
-            run, state = run_once(contender, n, "record path", dataset(n))
-            runs.append(run)
-        run, state = run_once("tap", n, "full sync", dataset(n))
-        runs.append(run)
-        data = dataset(n)
-        # One incremental run first: it learns which filters the deleted route refuses.
-        _, state = run_once("tap", n, "warm-up incremental", data, state=state)
-        for scenario, share in INCREMENTAL:
-            run, _ = run_once("tap", n, scenario, data, state=state, change_share=share)
-            runs.append(run)
-        for latency in (300, 600):
-            for contender in ("tap", "dlt"):
-                run, _ = run_once(
-                    contender,
-                    n,
-                    f"rate-limited {latency}ms",
-                    dataset(n),
-                    latency_ms=latency,
-                    rate_limit=CLINIKO_PER_MINUTE,
-                )
-                runs.append(run)
-    (HERE / "RESULTS.md").write_text(report(runs, sizes, args.quick))
-    plot(runs, sizes)
-    print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'wall_time.png'}")
+        bench.record_path(n)
+        for latency in LATENCIES:
+            bench.full_sync(n, latency)
+    print(f"whole account, {whole:,} patients", flush=True)
+    for latency in LATENCIES:
+        bench.whole_account(whole, latency)
+    (HERE / "RESULTS.md").write_text(report(bench, sizes, whole, args.quick))
+    bench.save(sizes, whole, args.quick)
+    plot(bench)
+    minutes = (time.monotonic() - started) / 60
+    print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'wall_time.png'} in {minutes:.0f} minutes")
     return 0
 
 
