@@ -968,7 +968,9 @@ def main() -> int:
     print(f"benchmark on {machine()}", flush=True)
     started = time.monotonic()
     bench = Bench()
-    for n in sizes:
+    sizes = sorted(sizes)
+    # Largest first: its runs are rate-bound, so a busy machine disturbs them least.
+    for n in reversed(sizes):
         print(f"N = {n:,}", flush=True)
         bench.record_path(n)
         for latency in LATENCIES:
