@@ -193,10 +193,11 @@ class _Windows:
         self._send("top", (url, descending))
         got = dict([self._receive(), self._receive()])
         first, top = got["first"], got["top"]
-        ids, top_ids = page_ids(first.patients), page_ids(top.patients, descending=True)
+        ids = page_ids(first.patients)
         yield first
         if not first.next_link or not ids:
-            return  # one page holds the whole list: the top page holds nothing more
+            return  # one page holds the whole list: the top page is not needed, nor checked
+        top_ids = page_ids(top.patients, descending=True)
         self._link, self._page_rows = first.next_link, len(ids)
         left = (first.total_entries or 0) - len(ids)
         yield from self._above(_Window(ids[-1], None), top, top_ids, left)

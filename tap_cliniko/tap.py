@@ -187,6 +187,7 @@ class TapCliniko(Tap):
             self._state_writer.write_state(self.state)
         finally:
             sys.stdout.flush()
+            silence_logging()
             print(
                 f"tap-cliniko: stopped by {signal.Signals(signum).name}: the last STATE covers"
                 " the streams that completed; run again to finish",
@@ -338,6 +339,19 @@ def use_large_stdout_buffer(size: int = 1 << 20) -> None:
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=size), encoding="utf-8")
 
 
+def silence_logging() -> None:
+    """Stop every log line from now on, one being written by another thread included.
+
+    Each handler's lock is taken and kept (it is reentrant, so this thread can still
+    flush and close the handlers at exit).
+    """
+    logging.disable()
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            handler.acquire()
+
+
 def main() -> None:
     """Run the tap's command line, turning known failures into one line on stderr."""
     use_large_stdout_buffer()
@@ -345,7 +359,7 @@ def main() -> None:
         check_input_files(sys.argv[1:])
         TapCliniko.cli()
     except ClinikoError as exc:
-        logging.disable()  # page readers still running must not log after the error line
+        silence_logging()  # page readers still running must not log after the error line
         print(f"tap-cliniko: error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # before the SDK's own handler is in place

@@ -68,7 +68,7 @@ FAILURES = {
     "401 wrong shard": {"key_suffix": "-uk1"},
     "403 on every stream": {"fail_next": (1000, 403)},
     "404": {"path": "/v2"},
-    "500s exhaust the retry budget": {"fail_next": (50, 500), "max_retry_seconds": 3},
+    "500s exhaust the retry budget": {"fail_next": (100_000, 500), "max_retry_seconds": 3},
     "429 storm beyond the retry budget": {"throttle": 30, "max_retry_seconds": 2},
     "truncated json": {"truncate_rate": 1.0, "max_retry_seconds": 3},
     "html error page with 200": {"html_200_rate": 1.0, "max_retry_seconds": 3},
