@@ -231,9 +231,11 @@ def test_no_patient_lost_or_stale_under_change(
     assert not problems, f"schedule seed {seed}: {problems[:10]}"
 
 
-def naive_scan(fetch: Fetch, url: str, params: Params, *, concurrency: int = 1) -> Iterator[Page]:
+def naive_scan(
+    fetch: Fetch, url: str, params: Params, *, concurrency: int = 1, whole: bool = False
+) -> Iterator[Page]:
     """The pager this design replaces: follow links.next page numbers as given."""
-    del concurrency
+    del concurrency, whole
     page = fetch(url, params)
     yield page
     while page.next_link:
