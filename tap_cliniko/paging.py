@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from tap_cliniko.cliniko import ClinikoError, format_time, parse_time
-from tap_cliniko.records import patient_id
+from tap_cliniko.records import row_id
 
 Params = list[tuple[str, str]]
 
@@ -40,7 +40,7 @@ SECOND_REREADS = 5
 class Page:
     """One list response: its rows, next link, total and the server's clock."""
 
-    patients: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
     next_link: str | None
     total_entries: int | None
     server_time: Any = None
@@ -79,7 +79,7 @@ def page_ids(patients: list[dict[str, Any]], *, descending: bool = False) -> lis
     """The ids of a page as integers, refusing a page that is not in the id order asked for."""
     ids: list[int] = []
     for raw in patients:
-        raw_id = patient_id(raw)
+        raw_id = row_id(raw)
         if raw_id is None:
             raise ClinikoError("Cliniko returned a row without an id")
         value = int(raw_id)
@@ -102,7 +102,7 @@ def scan(
         yield from _Windows(fetch, concurrency).from_both_ends(url, params)
         return
     first = fetch(url, params)
-    ids = page_ids(first.patients)
+    ids = page_ids(first.rows)
     yield first
     if not first.next_link or not ids:
         return
@@ -115,7 +115,7 @@ def scan(
     # the lowest ids, and keyset paging would skip the rest (a row leaving the list in
     # between looks the same, and then the fallback costs speed, never rows).
     second = fetch(*follow(first.next_link, above=ids[-1]))
-    more = page_ids(second.patients)
+    more = page_ids(second.rows)
     _check_count(left, second)
     yield second
     if second.next_link and more:
@@ -131,7 +131,7 @@ def _check_count(left: int | None, page: Page) -> None:
 def _ascend(fetch: Fetch, link: str, last: int) -> Iterator[Page]:
     while True:
         page = fetch(*follow(link, above=last))
-        ids = page_ids(page.patients)
+        ids = page_ids(page.rows)
         yield page
         if not page.next_link or not ids:
             return
@@ -149,7 +149,7 @@ class _Window:
         """Trim rows past the window's end (a server ignoring id:<); True when it is done."""
         inside = len(ids) if self.below is None else sum(1 for i in ids if i < self.below)
         if inside < len(ids):
-            del page.patients[inside:]
+            del page.rows[inside:]
             return ids[:inside], True
         if not page.next_link or not ids:
             return ids, True
@@ -193,11 +193,11 @@ class _Windows:
         self._send("top", (url, descending))
         got = dict([self._receive(), self._receive()])
         first, top = got["first"], got["top"]
-        ids = page_ids(first.patients)
+        ids = page_ids(first.rows)
         yield first
         if not first.next_link or not ids:
             return  # one page holds the whole list: the top page is not needed, nor checked
-        top_ids = page_ids(top.patients, descending=True)
+        top_ids = page_ids(top.rows, descending=True)
         self._link, self._page_rows = first.next_link, len(ids)
         left = (first.total_entries or 0) - len(ids)
         yield from self._above(_Window(ids[-1], None), top, top_ids, left)
@@ -210,7 +210,7 @@ class _Windows:
         self._send("top", follow(link, above=bottom.above, descending=True))
         got = dict([self._receive(), self._receive()])
         second, top = got[bottom], got["top"]
-        lower_ids, top_ids = page_ids(second.patients), page_ids(top.patients, descending=True)
+        lower_ids, top_ids = page_ids(second.rows), page_ids(top.rows, descending=True)
         _check_count(left, second)
         lower_ids, done = bottom.keep(second, lower_ids)
         yield second
@@ -219,14 +219,14 @@ class _Windows:
 
     def _above(self, bottom: _Window, top: Page, top_ids: list[int], left: int) -> Iterator[Page]:
         # The top page covers every id from its lowest up; rows the bottom has are dropped.
-        rows = zip(top.patients, top_ids, strict=True)
-        top.patients = [row for row, i in rows if i > bottom.above]
+        rows = zip(top.rows, top_ids, strict=True)
+        top.rows = [row for row, i in rows if i > bottom.above]
         yield top
         floor = top_ids[-1] if top_ids else None
         if floor is None or not top.next_link or floor <= bottom.above + 1:
             return
         # Enough windows that each may fit in one page, up to one per request slot.
-        rows_left = max(left - len(top.patients), 1)
+        rows_left = max(left - len(top.rows), 1)
         pieces = min(math.ceil(1.25 * rows_left / self._page_rows), self._most)
         windows = [_Window(bottom.above, floor)]
         while len(windows) < pieces:
@@ -239,7 +239,7 @@ class _Windows:
             self._request(window)
         while self._in_flight:
             window, page = self._receive()
-            ids, done = window.keep(page, page_ids(page.patients))
+            ids, done = window.keep(page, page_ids(page.rows))
             yield page
             if done:
                 continue
@@ -289,20 +289,20 @@ def scan_by_created(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:
     while True:
         query = base + ([("q[]", f"created_at:>={format_time(since)}")] if since else [])
         page = fetch(url, query)
-        stamps = _created_seconds(page.patients, since)
-        fresh = [row for row in page.patients if int(patient_id(row) or 0) not in seen]
-        yield replace(page, patients=fresh)
-        if not page.next_link or not page.patients:
+        stamps = _created_seconds(page.rows, since)
+        fresh = [row for row in page.rows if int(row_id(row) or 0) not in seen]
+        yield replace(page, rows=fresh)
+        if not page.next_link or not page.rows:
             return
         newest = stamps[-1]
         if newest == since:  # a whole page in one second: read that second by page number
-            seen.update(int(patient_id(row) or 0) for row in fresh)
+            seen.update(int(row_id(row) or 0) for row in fresh)
             yield from _one_second(fetch, url, base, newest, seen)
             since, seen = newest + timedelta(seconds=1), set()
             continue
         seen = {
-            int(patient_id(row) or 0)
-            for row, stamp in zip(page.patients, stamps, strict=True)
+            int(row_id(row) or 0)
+            for row, stamp in zip(page.rows, stamps, strict=True)
             if stamp == newest
         }
         since = newest
@@ -323,13 +323,13 @@ def _one_second(
         number = 1
         while True:
             page = fetch(url, [*window, ("page", str(number))])
-            fresh = [r for r in page.patients if int(patient_id(r) or 0) not in seen]
-            seen.update(int(patient_id(r) or 0) for r in fresh)
-            yield replace(page, patients=fresh)
+            fresh = [r for r in page.rows if int(row_id(r) or 0) not in seen]
+            seen.update(int(row_id(r) or 0) for r in fresh)
+            yield replace(page, rows=fresh)
             if total is not None and page.total_entries != total:
                 moved = True
             total = page.total_entries
-            if not page.next_link or not page.patients:
+            if not page.next_link or not page.rows:
                 break
             number += 1
         if not moved:
@@ -366,7 +366,7 @@ def scan_links(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:
     query = [(key, value) for key, value in params if key != "sort"]
     page = fetch(url, query)
     yield page
-    while page.next_link and page.patients:
+    while page.next_link and page.rows:
         link = urlsplit(page.next_link)
         page = fetch(
             urlunsplit((link.scheme, link.netloc, link.path, "", "")),

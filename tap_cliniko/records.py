@@ -36,7 +36,7 @@ def date_fields(schema: Mapping[str, Any]) -> frozenset[str]:
     )
 
 
-def patient_id(raw: Mapping[str, Any]) -> str | None:
+def row_id(raw: Mapping[str, Any]) -> str | None:
     """The record's id as a string of digits, from `id` or else from `links.self`."""
     value = raw.get("id")
     if isinstance(value, bool):
@@ -59,7 +59,7 @@ def normalize_patient(
     A deleted patient reduced to `deleted_at` and `links.self` gets its id from the link
     and `deleted_at` as its `updated_at`. Returns None when no id can be found.
     """
-    record_id = patient_id(raw)
+    record_id = row_id(raw)
     if record_id is None:
         return None
     record = {name: raw[name] for name in properties if name in raw}

@@ -12,16 +12,17 @@ from singer_sdk import SchemaDirectory, StreamSchema
 from typing_extensions import override
 
 from tap_cliniko import cliniko, paging
-from tap_cliniko.client import SCHEMAS, ClinikoAPI, ClinikoStream, sent_once
+from tap_cliniko.api import ClinikoAPI
+from tap_cliniko.client import SCHEMAS, ClinikoStream, sent_once
 from tap_cliniko.cliniko import ClinikoError, Forbidden, RouteNotFound
 from tap_cliniko.concurrency import WRITER, Rows, side_by_side
 from tap_cliniko.records import (
     link_id_fields,
     normalize_record,
-    patient_id,
     patients_named,
     personal_fields,
     redact_fields,
+    row_id,
 )
 from tap_cliniko.resources import BY_NAME, COLLECTIONS, Collection
 
@@ -104,7 +105,7 @@ def consent_ids(api: ClinikoAPI, answer: bool, per_page: int) -> frozenset[str]:
     ids: set[str] = set()
     pages = paging.scan(fetch, f"{api.base_url}/patients", params, concurrency=api.scheduler.slots)
     for page in pages:
-        ids.update(found for raw in page.patients if (found := patient_id(raw)))
+        ids.update(found for raw in page.rows if (found := row_id(raw)))
     return frozenset(ids)
 
 
@@ -204,7 +205,7 @@ class CollectionStream(SkipsForbidden):
         for route in parent.routes:
             # The parents' list, paged as any list (with the same fallbacks).
             pages = self._scan(list(parent.hidden), context, route, parent.records_key)
-            parent_ids += [found for rows in pages for raw in rows if (found := patient_id(raw))]
+            parent_ids += [found for rows in pages for raw in rows if (found := row_id(raw))]
         missing: set[str] = set()
 
         def nested(parent_id: str, template: str) -> Iterator[Rows]:
@@ -230,7 +231,7 @@ class CollectionStream(SkipsForbidden):
         self._note_server_start(page, None)
         limit = math.ceil((page.total_entries or 0) / per_page) + 1
         for _ in range(max(limit, 1) + 1):
-            yield page.patients
+            yield page.rows
             if not page.next_link:
                 return
             page = get(page.next_link, [])

@@ -28,7 +28,8 @@ from singer_sdk.singerlib.encoding.simple import (
 )
 from typing_extensions import override
 
-from tap_cliniko.client import STATE_LOCK, ClinikoAPI, ClinikoStream
+from tap_cliniko.api import ClinikoAPI
+from tap_cliniko.client import STATE_LOCK, ClinikoStream
 from tap_cliniko.cliniko import ClinikoError
 from tap_cliniko.concurrency import Feed, ReadAhead, Rows, Scheduler
 from tap_cliniko.records import drop_nulls_outside

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from tap_cliniko.records import patient_id
+from tap_cliniko.records import row_id
 from tests.cassettes import KEPT, scrub_response
 from tests.conftest import SANDBOX_KEY, USER_AGENT
 
@@ -75,8 +75,8 @@ def test_scrubbed_page_keeps_ids_and_drops_every_personal_value(
     assert "Set-Cookie" not in scrubbed_response["headers"]
     body = scrubbed_response["body"]["string"].decode()
     scrubbed = json.loads(body)[key]
-    assert [patient_id(p) for p in scrubbed] == [patient_id(p) for p in original]
-    assert all(patient_id(p) for p in scrubbed), "every scrubbed patient keeps an id"
+    assert [row_id(p) for p in scrubbed] == [row_id(p) for p in original]
+    assert all(row_id(p) for p in scrubbed), "every scrubbed patient keeps an id"
     personal = set().union(*(personal_strings(p) for p in original))
     leaked = personal & set().union(*(personal_strings(p) for p in scrubbed))
     assert not leaked, f"{len(leaked)} personal values survived the scrubber"

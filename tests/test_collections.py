@@ -12,10 +12,10 @@ from tap_cliniko.records import (
     link_id_fields,
     linked_id,
     normalize_record,
-    patient_id,
     patients_named,
     personal_fields,
     redact_fields,
+    row_id,
 )
 from tap_cliniko.resources import BY_NAME, COLLECTIONS
 from tap_cliniko.streams import COLLECTION_STREAMS, STREAM_NAMES
@@ -109,7 +109,7 @@ def test_ids_come_from_links_of_any_collection() -> None:
     assert linked_id(link("/individual_appointments/1/attendees")) is None
     assert linked_id(None) is None and linked_id({"links": {}}) is None
     deleted = {"deleted_at": "2024-01-01T00:00:00Z", **link("/invoices/77?x=1")}
-    assert patient_id(deleted) == "77"
+    assert row_id(deleted) == "77"
 
 
 def test_a_record_gets_link_id_columns_string_ids_and_null_dates() -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tap_cliniko.client import ClinikoAPI, ClinikoStream, RequestBudget
+from tap_cliniko.api import ClinikoAPI, RequestBudget
+from tap_cliniko.client import ClinikoStream
 from tap_cliniko.cliniko import CONNECT_RETRY_SECONDS, ClinikoError
 from tap_cliniko.tap import TapCliniko
 from tests.conftest import STATUS_STREAM, SyncResult, run_tap, tap_config
@@ -478,7 +479,7 @@ def test_unreachable_host_after_a_first_answer_keeps_the_long_budget(sandbox: An
             sleep=sleep,
             clock=sleep.clock,
         )
-        assert api.get_page(f"{api.base_url}/patients", []).patients
+        assert api.get_page(f"{api.base_url}/patients", []).rows
     with pytest.raises(ClinikoError) as failed:  # the server is gone: an outage mid-sync
         api.get_page(f"{api.base_url}/patients", [])
     assert CONNECT_RETRY_SECONDS < sum(sleep.waits) <= 120

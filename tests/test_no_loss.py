@@ -239,7 +239,7 @@ def naive_scan(
     page = fetch(url, params)
     yield page
     while page.next_link:
-        page_ids(page.patients)
+        page_ids(page.rows)
         page = fetch(page.next_link, [])
         yield page
 

@@ -52,7 +52,7 @@ class KeysetList:
 def run(scan: Iterator[Page], pause: Callable[[int], None] = lambda _: None) -> list[int]:
     ids = []
     for number, page in enumerate(scan):
-        ids.extend(int(row["id"]) for row in page.patients)
+        ids.extend(int(row["id"]) for row in page.rows)
         pause(number)
     return ids
 
@@ -171,7 +171,7 @@ class Counting(KeysetList):
         page = super().answer(params)
         with self.lock:
             self.in_flight -= 1
-            self.short_pages += len(page.patients) < self.per_page
+            self.short_pages += len(page.rows) < self.per_page
         return page
 
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from tap_cliniko.client import ClinikoAPI
+from tap_cliniko.api import ClinikoAPI
 from tap_cliniko.records import (
     date_fields,
     drop_nulls_outside,
     needs_redaction,
     normalize_patient,
-    patient_id,
     redact_patient,
+    row_id,
 )
 from tests.conftest import SANDBOX_KEY, STATUS_STREAM, USER_AGENT, run_tap, tap_config
 
@@ -47,9 +47,9 @@ def test_date_fields_come_from_the_schema_formats() -> None:
 def test_nineteen_digit_id_never_passes_through_a_float() -> None:
     raw = json.loads('{"id": 8364471292358830617, "updated_at": "2024-01-01T00:00:00Z"}')
     assert normalize_patient(raw, PROPS, DATES)["id"] == "8364471292358830617"  # type: ignore[index]
-    assert patient_id({"id": "836447129235883061"}) == "836447129235883061"
-    assert patient_id({"id": 1}) == "1"
-    assert patient_id({"id": True}) is None
+    assert row_id({"id": "836447129235883061"}) == "836447129235883061"
+    assert row_id({"id": 1}) == "1"
+    assert row_id({"id": True}) is None
 
 
 # Integers a float cannot hold: 2**53 + 1 reads back as 2**53, the others lose digits too.
@@ -95,7 +95,7 @@ def test_nineteen_digit_numeric_ids_survive_the_tap_s_own_decoding() -> None:
         api = ClinikoAPI(base_url=base_url, api_key=SANDBOX_KEY, user_agent=USER_AGENT)
         page = api.get_page(f"{base_url}/patients", [])
         result = run_tap(tap_config(base_url))
-    assert [row["id"] for row in page.patients] == list(BIG_IDS)
+    assert [row["id"] for row in page.rows] == list(BIG_IDS)
     assert result.ids("patients") == [str(i) for i in BIG_IDS]
     assert result.ids("archived_patients") == [str(2**53 + 3)]
     assert result.ids("deleted_patients") == [str(2**53 + 5)]
@@ -201,7 +201,7 @@ def test_progress_logs_records_of_total_and_time_left(
         progress.page(100, 1000)
         now[0] += 20
         progress.page(100, 1000)
-    assert caplog.messages == ["patients: 200 of 1000 patients (20%), about 1m 20s left"]
+    assert caplog.messages == ["patients: 200 of 1000 records (20%), about 1m 20s left"]
 
 
 def test_drop_nulls_outside_keeps_schema_keys_and_every_value() -> None:

@@ -1,0 +1,220 @@
+"""One Cliniko account over HTTP: session, headers, throttle, retries, what a response means."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import msgspec
+import requests
+
+from tap_cliniko import cliniko
+from tap_cliniko.cliniko import ClinikoError
+from tap_cliniko.concurrency import WRITER, Scheduler
+from tap_cliniko.paging import Page, Params
+
+LOGGER = logging.getLogger("tap-cliniko")
+
+
+class NotSearchable(ClinikoError):
+    """Cliniko refused a filter on a column it cannot search (400 'not searchable')."""
+
+
+class RetryableResponse(Exception):
+    """A response worth asking again for: 429, 5xx, or a body that is not the JSON expected."""
+
+    def __init__(self, reason: str, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self.wait = wait
+
+
+@dataclass
+class RequestBudget:
+    """Client-side throttle: at most `per_minute` requests in any rolling 60 seconds (0: no cap).
+
+    Shared by every stream and thread of one tap run; a 429 pauses everyone until its reset.
+    """
+
+    per_minute: int
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    window: float = 60.0
+    _sent: collections.deque[float] = field(default_factory=collections.deque)
+    _paused_until: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def acquire(self) -> None:
+        """Block until one more request fits the budget, then count it."""
+        while True:
+            with self._lock:
+                now = self.clock()
+                while self._sent and now - self._sent[0] >= self.window:
+                    self._sent.popleft()
+                wait = self._paused_until - now
+                if wait <= 0 and 0 < self.per_minute <= len(self._sent):
+                    wait = self._sent[0] + self.window - now
+                if wait <= 0:
+                    self._sent.append(now)
+                    return
+            self.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request back for seconds (a 429 told us to)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+
+class ClinikoAPI:
+    """One kept-alive session to one Cliniko account, with throttle and retry policy."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        user_agent: str,
+        timeout: float = 60.0,
+        requests_per_minute: int = 190,
+        max_retry_seconds: float = 600.0,
+        budget: RequestBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        on_first_answer: Callable[[], None] | None = None,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        self.base_url = cliniko.check_base_url(base_url)
+        self._auth = (api_key, "")
+        self.timeout = timeout
+        self.max_retry_seconds = max_retry_seconds
+        self.budget = budget or RequestBudget(requests_per_minute, sleep=sleep)
+        self.scheduler = scheduler or Scheduler(1)
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self.session = requests.Session()
+        self.session.headers.update({"Accept": "application/json", "User-Agent": user_agent})
+        # Until Cliniko first answers 200, an unreachable host is a wrong base_url or shard
+        # (fail fast); after that it is an outage worth the long retry budget.
+        self._connected = False
+        self._on_first_answer = on_first_answer
+
+    def get_page(
+        self, url: str, params: Params, records_key: str = "patients", priority: int = WRITER
+    ) -> Page:
+        """GET one list page, waiting and retrying as Cliniko's answer asks.
+
+        The retry budget is the time elapsed since the first attempt, waits and slow
+        answers alike. priority: the place in the sync order of the stream asking (see
+        concurrency.Scheduler); a request holds its slot only while it is sent.
+        """
+        if not cliniko.same_origin(url, self.base_url):
+            raise ClinikoError(
+                f"refusing to send the API key to {urlsplit(url).scheme}://"
+                f"{urlsplit(url).netloc}: Cliniko's next link left {self.base_url}"
+            )
+        path = urlsplit(url).path
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            unreachable = False
+            try:
+                with self.scheduler.slot(priority):
+                    page = self._get_once(url, params, path, records_key)
+                if not self._connected:
+                    self._connected = True
+                    if self._on_first_answer:
+                        self._on_first_answer()
+                return page
+            except RetryableResponse as exc:
+                wait = exc.wait if exc.wait is not None else cliniko.backoff_wait(attempt)
+                reason = str(exc)
+            except TRANSIENT_ERRORS as exc:
+                wait = cliniko.backoff_wait(attempt)
+                reason = _transient_reason(exc)
+                unreachable = not self._connected and not isinstance(exc, requests.ReadTimeout)
+            except requests.RequestException as exc:
+                # Anything else the HTTP layer raises (a malformed URL, a bad header...) is
+                # not worth retrying; the user gets its kind, never a traceback.
+                raise ClinikoError(
+                    f"GET {path} failed: {type(exc).__name__}; check base_url and the network"
+                ) from None
+            elapsed = self._clock() - started
+            budget = self.max_retry_seconds
+            if unreachable:
+                budget = min(budget, cliniko.CONNECT_RETRY_SECONDS)
+            if elapsed + wait > budget:
+                host = urlsplit(url).netloc
+                if unreachable:
+                    raise cliniko.unreachable_error(host, reason, attempt, elapsed)
+                raise ClinikoError(
+                    f"GET {path} on {host} still failing after {attempt} attempts over"
+                    f" {elapsed:.0f}s ({reason}): Cliniko may be down or throttling; rerun"
+                    " later, or raise max_retry_seconds"
+                )
+            LOGGER.warning(
+                "GET %s: %s; retrying in %.1fs (attempt %d)", path, reason, wait, attempt
+            )
+            self._sleep(wait)
+
+    def _get_once(self, url: str, params: Params, path: str, records_key: str) -> Page:
+        self.budget.acquire()
+        response = self.session.get(
+            url, params=params, auth=self._auth, timeout=self.timeout, allow_redirects=False
+        )
+        status = response.status_code
+        LOGGER.debug("GET %s -> %d", path, status)
+        if status == 429:
+            wait = cliniko.rate_limit_wait(response.headers, self._wall_clock())
+            self.budget.pause(wait)
+            raise RetryableResponse("429 rate limited", wait=wait)
+        if status >= 500:
+            raise RetryableResponse(f"HTTP {status}")
+        if status == 400 and _message(response) == cliniko.NOT_SEARCHABLE:
+            raise NotSearchable(f"HTTP 400 from GET {path}: {cliniko.NOT_SEARCHABLE}")
+        if status != 200:
+            raise cliniko.status_error(status, path, _message(response) if status == 400 else None)
+        try:
+            # msgspec parses a page several times faster than the stdlib, ints kept exact.
+            body = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            raise RetryableResponse("response was not complete JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get(records_key), list):
+            raise RetryableResponse(f"response JSON had no {records_key} list")
+        links = body.get("links") or {}
+        total = body.get("total_entries")
+        return Page(
+            rows=body[records_key],
+            next_link=links.get("next") if isinstance(links, dict) else None,
+            total_entries=total if isinstance(total, int) else None,
+            server_time=cliniko.server_time(response.headers),
+        )
+
+
+#: Failures of the connection rather than of the request: worth asking again.
+TRANSIENT_ERRORS = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,  # the body ended early: a dropped connection
+    requests.exceptions.ContentDecodingError,
+)
+
+
+def _transient_reason(exc: Exception) -> str:
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "connection dropped mid-response"
+    return cliniko.connection_failure(exc)
+
+
+def _message(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("message") if isinstance(body, dict) else None
