@@ -11,13 +11,26 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from tap_cliniko.sandbox.query import (
+    COLUMNS,
+    NOT_SEARCHABLE,
+    SORT_MODES,
+    TIME_COLUMNS,
+    TIME_VALUE,
+    QueryError,
+    column_sql,
+    condition_sql,
+    order_sql,
+    parse_condition,
+    route_members,
+    searchable_fields,
+)
 from tap_cliniko.sandbox.resources import (
     BY_NAME,
     RESOURCES,
@@ -28,18 +41,15 @@ from tap_cliniko.sandbox.resources import (
 )
 from tap_cliniko.sandbox.synth import iso, synthetic_patients
 
+# What app.py and the server import from here.
+__all__ = ["SORT_MODES", "QueryError", "Store", "ValidationFailed"]
+
 CURRENT_ID_BASE = 1_100_000_000_000_000_000  # 19-digit ids, as on today's accounts
 CURRENT_ID_STEP = 7919  # ids of different collections never meet (each has its own offset)
 LEGACY_ID_STEP = 64
-TIME_COLUMNS = ("created_at", "updated_at", "archived_at", "cancelled_at", "deleted_at")
-COLUMNS = ("id", *TIME_COLUMNS)
 ROW = f"({', '.join(COLUMNS)}, data) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
 OFFSETS = {resource.name: index for index, resource in enumerate(STORED)}  # patients: 0
 LAYOUT_VERSION = 2  # bump when the tables change: an older file is rebuilt from the seed
-SEARCHABLE_CURRENT_DELETED = frozenset({"deleted_at", "id"})
-SORT_MODES = ("honoured", "ignored", "refused")  # what the server does with a sort on id
-BAD_SORT = "Sort parameter must be a valid column name"
-NOT_SEARCHABLE = "This column is not searchable."
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,63}$")
 PATIENT_WRITABLE = frozenset(
     {
@@ -88,109 +98,12 @@ PATIENT_WRITABLE = frozenset(
 NOT_WRITABLE = frozenset({"id", "links", *TIME_COLUMNS})
 
 
-class QueryError(ValueError):
-    """A list request the API refuses with 400; the message is the API's."""
-
-
 class ValidationFailed(ValueError):
     """A write the API refuses with 422."""
 
     def __init__(self, errors: dict[str, list[str]]) -> None:
         super().__init__("Validation Failed")
         self.errors = errors
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One parsed `q[]` filter: column, operator, value."""
-
-    column: str
-    operator: str
-    value: str
-    kind: str = "string"
-
-
-DATETIME_OPS = (">=", "<=", "!?", ">", "<", "?", "*")
-VALUE_OPS = ("!=", ">=", "<=", ">", "<", "=", "~")
-TIME_VALUE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]00:?00)$")
-DATE_VALUE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-NUMBER_VALUE = re.compile(r"^-?\d+$")
-
-
-def parse_condition(text: str, searchable: dict[str, str]) -> Condition:
-    """Parse `field:OPvalue` against searchable (column -> format), refusing other columns."""
-    column, _, rest = text.partition(":")
-    kind = searchable.get(column)
-    if kind is None:
-        raise QueryError(NOT_SEARCHABLE)
-    if kind == "date-time":
-        operator = next((op for op in DATETIME_OPS if rest.startswith(op)), None)
-        value = rest[len(operator) :] if operator else ""
-        if operator is None or (operator in (">=", "<=", ">", "<") and not TIME_VALUE.match(value)):
-            raise QueryError(f"Invalid filter value for {column}.")
-        return Condition(column, operator, value[:19] + "Z" if value else "", kind)
-    if rest in ("?", "!?"):
-        return Condition(column, rest, "", kind)
-    operator = next((op for op in VALUE_OPS if rest.startswith(op)), None)
-    if operator is None:
-        raise QueryError(f"Invalid filter for {column}.")
-    value = rest[len(operator) :]
-    numeric = kind in ("int64", "integer") or (kind == "array" and column.endswith("_ids"))
-    if numeric and not all(NUMBER_VALUE.match(v) for v in value.split(",")):
-        raise QueryError(f"Invalid filter value for {column}.")
-    if kind == "date" and operator != "~" and not DATE_VALUE.match(value):
-        raise QueryError(f"Invalid filter value for {column}.")
-    if kind == "boolean" and value.lower() not in ("true", "false"):
-        raise QueryError(f"Invalid filter value for {column}.")
-    return Condition(column, operator, value, kind)
-
-
-def column_sql(column: str) -> str:
-    """A column of the table, or a field of the record's JSON."""
-    return column if column in COLUMNS else f"json_extract(data, '$.{column}')"
-
-
-def condition_sql(condition: Condition) -> tuple[str, list[Any]]:
-    """SQL for one condition."""
-    column, operator, value = column_sql(condition.column), condition.operator, condition.value
-    if operator == "*":
-        return "1=1", []
-    if operator == "?":
-        return f"{column} IS NOT NULL", []
-    if operator == "!?":
-        return f"{column} IS NULL", []
-    if condition.kind == "boolean":
-        flag = int(value.lower() == "true")
-        return (f"{column} = ?" if operator == "=" else f"{column} IS NOT ?"), [flag]
-    if condition.kind == "array":  # the record's list holds the value
-        member = f"EXISTS (SELECT 1 FROM json_each(data, '$.{condition.column}') WHERE value = ?)"
-        argument: Any = int(value) if value.isdigit() else value
-        return (member if operator != "!=" else f"NOT {member}"), [argument]
-    if operator == "~":
-        return f"lower({column}) LIKE ?", [f"%{value.lower()}%"]
-    sql_operator = "<>" if operator == "!=" else operator
-    if condition.kind in ("int64", "integer"):
-        numbers = [int(v) for v in value.split(",")]
-        if operator == "=" and len(numbers) > 1:  # `id:=1,2,3`: any of them
-            return f"{column} IN ({','.join('?' * len(numbers))})", list(numbers)
-        return f"{column} {sql_operator} ?", [numbers[0]]
-    return f"{column} {sql_operator} ?", [value]
-
-
-def route_members(resource: Resource, variant: str, filters: Sequence[str]) -> str:
-    """Which rows a list route holds before its q[] filters.
-
-    A plain list hides deleted rows, and rows carrying a hidden marker unless a filter names it
-    (`archived_at:*` brings archived rows back, `archived_at:?` selects only them).
-    """
-    if variant:
-        return VARIANT_MEMBERS[variant]
-    members = ["deleted_at IS NULL"]
-    named = {text.partition(":")[0] for text in filters}
-    members += [f"{marker} IS NULL" for marker in resource.hidden if marker not in named]
-    if resource.plain:
-        members.append(resource.plain)
-    return " AND ".join(members)
 
 
 def status_of(record: dict[str, Any]) -> str:
@@ -364,12 +277,12 @@ class Store:
             sql, values = self._nested_sql(*nested)
             where.append(sql)
             args.extend(values)
-        searchable = self._searchable(served, variant)
+        searchable = searchable_fields(served, variant, self.behaviour)
         for text in filters:
             sql, values = condition_sql(parse_condition(text, searchable))
             where.append(sql)
             args.extend(values)
-        order = self._order(served, sort)
+        order = order_sql(served, sort, self.sort_mode)
         clause = " AND ".join(where)
         select = f"SELECT {', '.join(COLUMNS)}, data" + (", source" if served.union else "")
         with self._lock:
@@ -381,13 +294,6 @@ class Store:
             ).fetchall()
         return [self._record(row) for row in rows], count
 
-    def _searchable(self, resource: Resource, variant: str) -> dict[str, str]:
-        if variant == "deleted":
-            if self.behaviour == "current":
-                return {"deleted_at": "date-time", "id": "int64"}
-            return {**resource.filters, "deleted_at": "date-time"}
-        return resource.filters
-
     def _nested_sql(self, nested: Nested, parent_id: int) -> tuple[str, list[Any]]:
         link = nested.link
         if link.startswith("="):
@@ -397,22 +303,6 @@ class Store:
             ids = (parent or {}).get(link[1:]) or []
             return f"id IN ({','.join('?' * len(ids)) or 'NULL'})", list(ids)
         return f"EXISTS (SELECT 1 FROM json_each(data, '$.{link}') WHERE value = ?)", [parent_id]
-
-    def _order(self, resource: Resource, sort: str | None) -> str:
-        terms = []
-        parts = [part.strip().partition(":") for part in (sort or "created_at").split(",")]
-        if any(column == "id" for column, _, _ in parts) and self.sort_mode != "honoured":
-            if self.sort_mode == "refused":
-                raise QueryError(BAD_SORT)
-            parts = [("created_at", "", "")]  # "ignored": the default order, silently
-        sortable = resource.sortable | ({"deleted_at"} & resource.markers)
-        for column, _, direction in parts:
-            if column not in sortable or direction not in ("", "asc", "desc"):
-                raise QueryError(BAD_SORT)
-            terms.append(f"{column_sql(column)} {'DESC' if direction == 'desc' else 'ASC'}")
-        if not any(t.startswith("id ") for t in terms):
-            terms.append("id ASC")  # a stable order, so that page numbers mean something
-        return ", ".join(terms)
 
     def _computed_page(
         self,
@@ -425,7 +315,7 @@ class Store:
     ) -> tuple[list[dict[str, Any]], int]:
         if filters:
             raise QueryError(NOT_SEARCHABLE)
-        self._order(resource, sort)  # refuses what the route cannot sort by
+        order_sql(resource, sort, self.sort_mode)  # refuses what the route cannot sort by
         rows = self.services()
         if nested is not None:
             rows = [r for r in rows if r["business_id"] == nested[1]]
