@@ -7,7 +7,6 @@ filters reach with json_extract. resources.py says how each collection behaves.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -22,7 +21,6 @@ from tap_cliniko.sandbox.query import (
     NOT_SEARCHABLE,
     SORT_MODES,
     TIME_COLUMNS,
-    TIME_VALUE,
     QueryError,
     column_sql,
     condition_sql,
@@ -41,6 +39,7 @@ from tap_cliniko.sandbox.resources import (
     Resource,
 )
 from tap_cliniko.sandbox.synth import iso, synthetic_patients
+from tap_cliniko.sandbox.writes import ValidationFailed, cancellation, validate, writable
 
 # What app.py and the server import from here.
 __all__ = ["SORT_MODES", "QueryError", "Store", "ValidationFailed"]
@@ -51,60 +50,6 @@ LEGACY_ID_STEP = 64
 ROW = f"({', '.join(COLUMNS)}, data) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
 OFFSETS = {resource.name: index for index, resource in enumerate(STORED)}  # patients: 0
 LAYOUT_VERSION = 2  # bump when the tables change: an older file is rebuilt from the seed
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,63}$")
-PATIENT_WRITABLE = frozenset(
-    {
-        "first_name",
-        "last_name",
-        "preferred_first_name",
-        "label",
-        "title",
-        "email",
-        "date_of_birth",
-        "address_1",
-        "address_2",
-        "address_3",
-        "city",
-        "state",
-        "post_code",
-        "country",
-        "country_code",
-        "time_zone",
-        "patient_phone_numbers",
-        "notes",
-        "appointment_notes",
-        "emergency_contact",
-        "occupation",
-        "old_reference_id",
-        "referral_source",
-        "reminder_type",
-        "sex",
-        "gender",
-        "gender_identity",
-        "pronouns",
-        "medicare",
-        "medicare_reference_number",
-        "dva_card_number",
-        "invoice_default_to",
-        "invoice_email",
-        "invoice_extra_information",
-        "accepted_privacy_policy",
-        "accepted_sms_marketing",
-        "accepted_email_marketing",
-        "receives_confirmation_emails",
-        "receives_cancellation_emails",
-        "custom_fields",
-    }
-)
-NOT_WRITABLE = frozenset({"id", "links", *TIME_COLUMNS})
-
-
-class ValidationFailed(ValueError):
-    """A write the API refuses with 422."""
-
-    def __init__(self, errors: dict[str, list[str]]) -> None:
-        super().__init__("Validation Failed")
-        self.errors = errors
 
 
 def status_of(record: dict[str, Any]) -> str:
@@ -404,10 +349,10 @@ class Store:
     def create(self, name: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Create a row (422 rules of the API); return it rendered."""
         resource = BY_NAME[name]
-        self._validate(resource, fields, creating=True)
+        validate(resource, fields, creating=True)
         with self._lock:
             now = iso(self.clock())
-            record = self._writable(resource, fields)
+            record = writable(resource, fields)
             record.update({c: None for c in TIME_COLUMNS}, created_at=now, updated_at=now)
             if name == "patients":
                 record.setdefault("patient_phone_numbers", [])
@@ -420,10 +365,10 @@ class Store:
     def update(self, name: str, record_id: int | str, fields: dict[str, Any]) -> dict[str, Any]:
         """Change some fields and touch updated_at; return the row rendered."""
         resource = BY_NAME[name]
-        self._validate(resource, fields, creating=False)
+        validate(resource, fields, creating=False)
         with self._lock:
             record = self._require(record_id, name)
-            record.update(self._writable(resource, fields))
+            record.update(writable(resource, fields))
             record["updated_at"] = iso(self.clock())
             self._replace(name, record)
             return self.render(record, self.link_base, name=name)
@@ -448,12 +393,7 @@ class Store:
         """Cancel an appointment or attendee (with its attendees); it cannot be undone."""
         if "cancelled_at" not in BY_NAME[name].markers:
             raise KeyError(str(record_id))
-        reason = (fields or {}).get("cancellation_reason", 50)
-        extra = {
-            "cancellation_reason": reason,
-            "cancellation_reason_description": CANCELLATION_REASONS.get(reason, "Other"),
-            "cancellation_note": (fields or {}).get("cancellation_note"),
-        }
+        extra = cancellation(fields or {})
         self._mark(name, record_id, "cancelled_at", self.cancel_touches_updated_at, extra)
         return self.render(self._require(record_id, name), self.link_base, name=name)
 
@@ -504,19 +444,6 @@ class Store:
     def _replace(self, name: str, record: dict[str, Any]) -> None:
         self._db.execute(f"REPLACE INTO {name} {ROW}", self._row(record))
 
-    @staticmethod
-    def _writable(resource: Resource, fields: dict[str, Any]) -> dict[str, Any]:
-        if resource.name == "patients":
-            return {k: v for k, v in fields.items() if k in PATIENT_WRITABLE}
-        names = {n for n, kind in resource.fields if not kind.startswith(("url:", "self"))}
-        names |= {f"{n}_id" for n, kind in resource.fields if kind.startswith("ref:")}
-        names |= set(resource.filters)
-        return {
-            k: int(v) if k.endswith("_id") and isinstance(v, str) and v.isdigit() else v
-            for k, v in fields.items()
-            if k in names and k not in NOT_WRITABLE
-        }
-
     def _fill_defaults(self, resource: Resource, record: dict[str, Any]) -> None:
         """What Cliniko fills in itself: an appointment's end, an invoice's number."""
         if resource.name in ("individual_appointments", "group_appointments"):
@@ -552,24 +479,6 @@ class Store:
                 group["patient_ids"].append(record["patient_id"])
                 group["updated_at"] = record["updated_at"]
                 self._replace("group_appointments", group)
-
-    @staticmethod
-    def _validate(resource: Resource, fields: dict[str, Any], *, creating: bool) -> None:
-        errors: dict[str, list[str]] = {}
-        for name in resource.required:
-            if (creating or name in fields) and not str(fields.get(name) or "").strip():
-                errors[name] = ["can't be blank"]
-        email = fields.get("email")
-        if email and not EMAIL.match(str(email)):
-            errors["email"] = ["is invalid"]
-        for name, value in fields.items():
-            if name in TIME_COLUMNS or not value or not isinstance(value, str):
-                continue
-            kind = resource.filters.get(name)
-            if kind == "date-time" and not TIME_VALUE.match(value):
-                errors[name] = ["is invalid"]
-        if errors:
-            raise ValidationFailed(errors)
 
     def booking_fields(self, pick: int = 0) -> dict[str, Any]:
         """Fields of a valid new individual appointment (for tests and the demo); pick varies it.
@@ -624,17 +533,6 @@ class Store:
     ) -> dict[str, Any]:
         """The row as the API shows it, in this account's behaviour."""
         return render_row(record, base, listing=listing, name=name, behaviour=self.behaviour)
-
-
-CANCELLATION_REASONS = {
-    10: "Feeling Better",
-    20: "Condition Worse",
-    30: "Sick",
-    40: "Away",
-    50: "Other",
-    60: "Work",
-    70: "COVID-19 related",
-}
 
 
 def _plus_minutes(moment: str, minutes: int) -> str:
