@@ -9,15 +9,11 @@ are mostly made in creation order, so ids mostly grow with created_at, as on rea
 from __future__ import annotations
 
 import bisect
-import random
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from tap_cliniko.sandbox.clinic.rows import Clinic, NewId, Record, first_of, iso, money, parse
 from tap_cliniko.sandbox.synth import FIRST_NAMES, LAST_NAMES
-
-Record = dict[str, Any]
-NewId = Callable[[str, int], int]
 
 BUSINESSES = [
     ("Fitzroy Physio", "Melbourne", "Victoria", "3065", "Australia", "AU", "Australia/Melbourne"),
@@ -91,67 +87,8 @@ ALERTS = ["Allergic to latex", "Pacemaker", "Type 1 diabetes", "Anticoagulants",
 CANCELLATION = [(10, "Feeling Better"), (30, "Sick"), (40, "Away"), (50, "Other"), (60, "Work")]
 
 
-class Clinic:
-    """Collects the rows of every collection, giving each its id in creation order."""
-
-    def __init__(self, seed: int, now: datetime, new_id: NewId) -> None:
-        self.rng = random.Random(f"clinic:{seed}")
-        self.now = now
-        self.new_id = new_id
-        self.rows: dict[str, list[Record]] = {}
-
-    def add(self, collection: str, created: datetime, /, **fields: Any) -> Record:
-        """One row, created at `created`, updated some time after (never after now)."""
-        rows = self.rows.setdefault(collection, [])
-        created = min(created, self.now)
-        updated = fields.pop("updated", None) or self.later(created)
-        record: Record = {
-            "id": self.new_id(collection, len(rows) + 1),
-            "created_at": iso(created),
-            "updated_at": iso(updated),
-            "archived_at": None,
-            "cancelled_at": None,
-            "deleted_at": None,
-        }
-        record.update(fields)
-        rows.append(record)
-        return record
-
-    def later(self, moment: datetime, within_days: float = 400) -> datetime:
-        """A moment after `moment`, at most within_days later and never after now."""
-        span = min((self.now - moment).total_seconds(), within_days * 86400)
-        return moment + timedelta(seconds=int(self.rng.random() * max(span, 0)))
-
-    def fate(self, record: Record, marker: str) -> None:
-        """Archive, cancel or delete a row at its last update."""
-        record[marker] = record["updated_at"]
-
-    def sorted_add(
-        self, name: str, items: Iterable[tuple[datetime, dict[str, Any]]]
-    ) -> list[Record]:
-        """Add rows in creation order."""
-        return [self.add(name, created, **fields) for created, fields in sorted(items, key=_first)]
-
-
-def _first(item: tuple[Any, ...]) -> Any:
-    return item[0]
-
-
-def iso(moment: datetime) -> str:
-    """A UTC moment as Cliniko writes it (synth.iso's result, several times faster)."""
-    return moment.isoformat(timespec="seconds")[:19] + "Z"
-
-
-def _parse(moment: str) -> datetime:
-    return datetime.fromisoformat(moment[:19]).replace(tzinfo=UTC)
-
-
 def _unit_price(billable: Record | None, product: Record | None) -> float:
     return float(billable["price"] if billable else (product or {})["price_including_tax"])
-
-
-def _money(amount: float) -> str:
-    return f"{amount:.2f}"
 
 
 def synthetic_clinic(
@@ -161,19 +98,19 @@ def synthetic_clinic(
     clinic = Clinic(seed, now, new_id)
     rng = clinic.rng
     opened = now - timedelta(days=365 * 6 + 30)
-    setup = _setup(clinic, opened)
+    setup = set_up(clinic, opened)
     live = [p for p in patients if not p.get("deleted_at")]
-    _appointments(clinic, patients, setup, scale)
-    _group_classes(clinic, live, setup, scale)
-    _invoices_and_notes(clinic, setup)
-    _patient_records(clinic, patients, setup)
-    _schedule(clinic, setup, scale)
+    individual_appointments(clinic, patients, setup, scale)
+    group_classes(clinic, live, setup, scale)
+    invoices_and_notes(clinic, setup)
+    patient_records(clinic, patients, setup)
+    schedule(clinic, setup, scale)
     # Some configuration retires late in the account's life.
     clinic.fate(rng.choice(clinic.rows["contacts"]), "archived_at")
     return clinic.rows
 
 
-def _setup(clinic: Clinic, opened: datetime) -> dict[str, Any]:
+def set_up(clinic: Clinic, opened: datetime) -> dict[str, Any]:
     """Businesses, staff, the price list and the forms: the first weeks of the account."""
     rng = clinic.rng
 
@@ -212,8 +149,8 @@ def _setup(clinic: Clinic, opened: datetime) -> dict[str, Any]:
                 name=name,
                 item_code=f"P{100 + index}",
                 price_ex_tax=price,
-                price_including_tax=_money(float(price) * 1.1),
-                cost_price=_money(float(price) * 0.45),
+                price_including_tax=money(float(price) * 1.1),
+                cost_price=money(float(price) * 0.45),
                 stock_level=str(rng.randint(0, 40)),
                 serial_number=None,
                 notes="",
@@ -258,7 +195,7 @@ def _setup(clinic: Clinic, opened: datetime) -> dict[str, Any]:
                 day(4.5),
                 billable_item_id=item["id"],
                 concession_type_id=concession["id"],
-                price=_money(float(item["price"]) * 0.8),
+                price=money(float(item["price"]) * 0.8),
             )
     note_templates = [
         clinic.add(
@@ -403,7 +340,7 @@ def _setup(clinic: Clinic, opened: datetime) -> dict[str, Any]:
         for business_id in practitioner["business_ids"]:
             clinic.add(
                 "practitioner_reference_numbers",
-                _parse(practitioner["created_at"]) + timedelta(days=1),
+                parse(practitioner["created_at"]) + timedelta(days=1),
                 practitioner_id=practitioner["id"],
                 business_id=business_id,
                 name="Provider number",
@@ -516,7 +453,7 @@ def _booking(clinic: Clinic, setup: dict[str, Any], when: datetime, group: bool)
     }
 
 
-def _appointments(
+def individual_appointments(
     clinic: Clinic, patients: list[Record], setup: dict[str, Any], scale: float
 ) -> None:
     """Individual appointments and their attendees: a few per patient, over the years."""
@@ -524,7 +461,7 @@ def _appointments(
     # (booked, patient, starts, series, repeat): a weekly series is booked at once.
     planned: list[tuple[datetime, Record, datetime, int, int]] = []
     for patient in patients:
-        joined = _parse(patient["created_at"])
+        joined = parse(patient["created_at"])
         count = round(rng.choice([0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 8, 12]) * scale)
         for _ in range(count):
             booked = clinic.later(joined, within_days=900)
@@ -538,13 +475,13 @@ def _appointments(
                 if later <= now + timedelta(days=60):
                     planned.append((booked, patient, later, series, repeat))
     heads: dict[int, Record] = {}
-    for booked, patient, starts, series, repeat in sorted(planned, key=_first):
+    for booked, patient, starts, series, repeat in sorted(planned, key=first_of):
         if repeat:  # the same booking as the series' first, a week later each time
             head = heads[series]
             fields = {k: head[k] for k in SERIES_FIELDS}
             fields.update(
                 starts_at=iso(starts),
-                ends_at=iso(starts + (_parse(head["ends_at"]) - _parse(head["starts_at"]))),
+                ends_at=iso(starts + (parse(head["ends_at"]) - parse(head["starts_at"]))),
                 repeated_from_id=head["id"],
             )
         else:
@@ -623,7 +560,7 @@ def _appointments(
                 clinic.fate(row, "deleted_at")
 
 
-def _group_classes(
+def group_classes(
     clinic: Clinic, patients: list[Record], setup: dict[str, Any], scale: float
 ) -> None:
     """Group classes with a handful of attendees each; some attendees cancel."""
@@ -632,12 +569,12 @@ def _group_classes(
         return
     count = max(3, round(len(patients) * scale / 12))
     created = [p["created_at"] for p in patients]  # in creation order
-    first = _parse(created[0])
+    first = parse(created[0])
     plans = []
     for _ in range(count):
         booked = clinic.later(first, within_days=365 * 7)
         plans.append((booked, booked + timedelta(days=rng.randint(3, 20), hours=rng.randint(0, 9))))
-    for serial, (booked, starts) in enumerate(sorted(plans, key=_first)):
+    for serial, (booked, starts) in enumerate(sorted(plans, key=first_of)):
         fields = _booking(clinic, setup, starts, group=True)
         kind = next(t for t in setup["types"] if t["id"] == fields["appointment_type_id"])
         joined = patients[: bisect.bisect_right(created, iso(booked))]
@@ -689,7 +626,7 @@ def _group_classes(
                 clinic.fate(attendee, "cancelled_at")
 
 
-def _invoices_and_notes(clinic: Clinic, setup: dict[str, Any]) -> None:
+def invoices_and_notes(clinic: Clinic, setup: dict[str, Any]) -> None:
     """An invoice (with items) and usually a treatment note for each attended visit."""
     rng, now = clinic.rng, clinic.now
     appointments = {
@@ -704,14 +641,14 @@ def _invoices_and_notes(clinic: Clinic, setup: dict[str, Any]) -> None:
         if not attendee["arrived"] or attendee["cancelled_at"]:
             continue
         booking = appointments[attendee["booking_id"]]
-        ended = _parse(booking["ends_at"])
+        ended = parse(booking["ends_at"])
         if ended > now:
             continue
         if rng.random() < 0.88:
             invoices.append((ended + timedelta(minutes=rng.randint(1, 90)), (attendee, booking)))
         if rng.random() < 0.75:
             notes.append((ended + timedelta(minutes=rng.randint(5, 2000)), (attendee, booking)))
-    for number, (issued, (attendee, booking)) in enumerate(sorted(invoices, key=_first), 1):
+    for number, (issued, (attendee, booking)) in enumerate(sorted(invoices, key=first_of), 1):
         kind = by_type[booking["appointment_type_id"]]
         item = price[kind["billable_item_id"]]
         lines: list[tuple[Record | None, Record | None, int]] = [(item, None, 1)]
@@ -742,10 +679,10 @@ def _invoices_and_notes(clinic: Clinic, setup: dict[str, Any]) -> None:
             notes="",
             patient_extra_information="",
             online_payment_url=None,
-            net_amount=_money(total / 1.1 if len(lines) > 1 else total),
-            tax_amount=_money(total - total / 1.1 if len(lines) > 1 else 0),
+            net_amount=money(total / 1.1 if len(lines) > 1 else total),
+            tax_amount=money(total - total / 1.1 if len(lines) > 1 else 0),
             discounted_amount="0.00",
-            total_amount=_money(total),
+            total_amount=money(total),
         )
         for billable, product, quantity in lines:
             unit = _unit_price(billable, product)
@@ -753,7 +690,7 @@ def _invoices_and_notes(clinic: Clinic, setup: dict[str, Any]) -> None:
             clinic.add(
                 "invoice_items",
                 issued,
-                updated=_parse(invoice["updated_at"]),
+                updated=parse(invoice["updated_at"]),
                 invoice_id=invoice["id"],
                 billable_item_id=billable["id"] if billable else None,
                 product_id=product["id"] if product else None,
@@ -761,15 +698,15 @@ def _invoices_and_notes(clinic: Clinic, setup: dict[str, Any]) -> None:
                 name=source["name"],
                 code=source["item_code"],
                 quantity=f"{quantity}.0",
-                unit_price=_money(unit),
-                net_price=_money(unit * quantity),
+                unit_price=money(unit),
+                net_price=money(unit * quantity),
                 discount_percentage="0.0",
                 discounted_amount="0.00",
                 is_monetary_discount=False,
                 concession_type_name=None,
                 tax_name="GST" if product else "No tax",
                 tax_rate="10.0" if product else "0.0",
-                tax_amount=_money(unit * quantity / 11 if product else 0),
+                tax_amount=money(unit * quantity / 11 if product else 0),
                 total_including_tax=round(unit * quantity, 2),
             )
         attendee["invoice_status"] = 20 if status == 20 else 10
@@ -819,7 +756,7 @@ def _invoices_and_notes(clinic: Clinic, setup: dict[str, Any]) -> None:
             clinic.fate(note, "deleted_at")
 
 
-def _patient_records(clinic: Clinic, patients: list[Record], setup: dict[str, Any]) -> None:
+def patient_records(clinic: Clinic, patients: list[Record], setup: dict[str, Any]) -> None:
     """What a clinic keeps about some patients: alerts, cases, forms, referrals, messages."""
     rng = clinic.rng
     plans: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
@@ -829,7 +766,7 @@ def _patient_records(clinic: Clinic, patients: list[Record], setup: dict[str, An
 
     live = [p for p in patients if not p.get("deleted_at")]
     for patient in patients:
-        joined = _parse(patient["created_at"])
+        joined = parse(patient["created_at"])
         if rng.random() < 0.5:
             source_type = rng.choice(setup["source_types"])
             referrer = (
@@ -963,11 +900,11 @@ def _patient_records(clinic: Clinic, patients: list[Record], setup: dict[str, An
                 clinic.fate(record, "deleted_at")
 
 
-def _schedule(clinic: Clinic, setup: dict[str, Any], scale: float) -> None:
+def schedule(clinic: Clinic, setup: dict[str, Any], scale: float) -> None:
     """Rosters, extra availability, leave and breaks; stock counts."""
     rng = clinic.rng
     for practitioner in setup["practitioners"]:
-        hired = _parse(practitioner["created_at"])
+        hired = parse(practitioner["created_at"])
         for business_id in practitioner["business_ids"]:
             for weekday in sorted(rng.sample(range(1, 6), rng.randint(2, 5))):
                 clinic.add(
@@ -986,7 +923,7 @@ def _schedule(clinic: Clinic, setup: dict[str, Any], scale: float) -> None:
     blocks = []
     for _ in range(max(2, round(len(setup["practitioners"]) * 6 * scale))):
         practitioner = rng.choice(setup["practitioners"])
-        created = clinic.later(_parse(practitioner["created_at"]), 365 * 6)
+        created = clinic.later(parse(practitioner["created_at"]), 365 * 6)
         starts = (created + timedelta(days=rng.randint(1, 30))).replace(minute=0, second=0)
         kind = rng.choice(setup["block_types"])
         blocks.append(
@@ -1012,7 +949,7 @@ def _schedule(clinic: Clinic, setup: dict[str, Any], scale: float) -> None:
             clinic.fate(block, "deleted_at")
     extra = []
     for practitioner in setup["practitioners"][:4]:
-        created = clinic.later(_parse(practitioner["created_at"]), 365)
+        created = clinic.later(parse(practitioner["created_at"]), 365)
         starts = (created + timedelta(days=7)).replace(hour=18, minute=0, second=0)
         extra.append(
             (
@@ -1036,7 +973,7 @@ def _schedule(clinic: Clinic, setup: dict[str, Any], scale: float) -> None:
         for _ in range(2):
             adjustments.append(
                 (
-                    clinic.later(_parse(product["created_at"]), 365 * 6),
+                    clinic.later(parse(product["created_at"]), 365 * 6),
                     {
                         "product_id": product["id"],
                         "user_id": setup["admin"]["id"],
