@@ -13,7 +13,6 @@ BUSINESSES = [
     ("Ponsonby Health", "Auckland", "Auckland", "1011", "New Zealand", "NZ", "Pacific/Auckland"),
     ("Northside Clinic", "Brisbane", "Queensland", "4000", "Australia", "AU", "Australia/Brisbane"),
 ]
-
 # name, category, minutes, price, group size (1: individual)
 APPOINTMENT_TYPES = [
     ("Initial consultation", "Physiotherapy", 60, "120.00", 1),
@@ -25,7 +24,6 @@ APPOINTMENT_TYPES = [
     ("Hydrotherapy group", "Classes", 45, "30.00", 6),
     ("Dry needling (retired)", "Physiotherapy", 30, "80.00", 1),
 ]
-
 PRODUCTS = [
     ("Rigid sports tape", "12.50"),
     ("Foam roller", "39.00"),
@@ -34,24 +32,19 @@ PRODUCTS = [
     ("Posture brace", "65.00"),
     ("Massage ball", "9.50"),
 ]
-
 DESIGNATIONS = [
     "Physiotherapist",
     "Senior Physiotherapist",
     "Massage Therapist",
     "Exercise Physiologist",
 ]
-
 BLOCK_TYPES = [("Lunch", 30), ("Leave", 480), ("Meeting", 60)]
-
 REFERRAL_TYPES = ["Google", "Friend or family", "GP referral", "Instagram", "Walked past"]
-
 FORM_QUESTIONS = [
     ("Where is your pain?", ["Lower back", "Left knee", "Right shoulder", "Neck"]),
     ("How long have you had it?", ["A week", "About a month", "Over a year"]),
     ("Pain today (0-10)?", ["2", "4", "6", "7"]),
 ]
-
 NOTE_ANSWERS = {
     "Subjective": [
         "<p>Reports less pain climbing stairs; sleeping through the night.</p>",

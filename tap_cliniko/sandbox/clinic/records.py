@@ -17,9 +17,7 @@ RELATIONS = [
     (60, "Relative"),
     (70, "Other"),
 ]
-
 MESSAGE_TYPES = ["Email", "Other", "Phone call", "SMS"]
-
 ALERTS = ["Allergic to latex", "Pacemaker", "Type 1 diabetes", "Anticoagulants", "Epilepsy"]
 
 

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 Record = dict[str, Any]
-
 NewId = Callable[[str, int], int]
 
 

@@ -10,7 +10,6 @@ from tap_cliniko.sandbox.clinic.configuration import NOTE_ANSWERS
 from tap_cliniko.sandbox.clinic.rows import Clinic, Record, first_of, iso, money, parse
 
 SERIES_FIELDS = ("appointment_type_id", "business_id", "practitioner_id", "notes", "telehealth_url")
-
 CANCELLATION = [(10, "Feeling Better"), (30, "Sick"), (40, "Away"), (50, "Other"), (60, "Work")]
 
 
