@@ -34,13 +34,23 @@ import time
 import venv
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import requests
+from limit import (
+    BUDGET,
+    CLINIKO_PER_MINUTE,
+    CONCURRENCY,
+    TOLERANCE,
+    Run,
+    Skipped,
+    old_bound_seconds,
+    predicted_seconds,
+)
 
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
 from tap_cliniko.sandbox.resources import NESTED
@@ -55,10 +65,6 @@ KEY = "bench0key-au1"
 USER_AGENT = "tap-cliniko bench (bench@example.com)"
 ROUTES = ("/v1/patients", "/v1/patients/archived", "/v1/patients/deleted")
 VARIANTS = dict(zip(ROUTES, ("", "archived", "deleted"), strict=True))  # route -> store variant
-CLINIKO_PER_MINUTE = 200  # what the local Cliniko enforces, in any rolling 60 s
-BUDGET = 190  # B: the tap's default max_requests_per_minute
-CONCURRENCY = 8  # C: the tap's default max_concurrency
-TOLERANCE = 1.15  # wall <= TOLERANCE * T(M) + start-up
 LATENCIES = (300, 600)
 SIZES = [1_000, 4_000, 10_000, 100_000]
 QUICK_SIZES = [1_000, 4_000]
@@ -68,85 +74,6 @@ ROUND_TRIP_SAMPLES = 5
 TAP_CONTENDERS = ("tap c8", "tap c2", "tap c1")  # c8 first: its M predicts the others' time
 PARENT_LISTS = {f"/v1/{nested.parent}" for nested in NESTED}
 UNFILTERED = " (unfiltered list: child streams' parents)"
-
-
-def limit_seconds(
-    requests: int, r: float, budget: int = BUDGET, flight: int = CONCURRENCY
-) -> float:
-    """T(M): the fewest seconds any client needs for `requests` requests (issue 12)."""
-    if requests <= 0:
-        return 0.0
-    return max((requests - 1) // budget * 60 + r, math.ceil(requests / flight) * r)
-
-
-def old_bound_seconds(requests: int) -> float:
-    """The old bound: the requests at Cliniko's 200 a minute."""
-    return requests / CLINIKO_PER_MINUTE * 60
-
-
-def predicted_seconds(requests: int, r: float, flight: int) -> float:
-    """What a client with `flight` requests in flight should take (to skip the slow ones)."""
-    return limit_seconds(requests, r, BUDGET, flight)
-
-
-@dataclass
-class Run:
-    """One contender's run: what it cost, what it sent and what it got."""
-
-    contender: str
-    scenario: str
-    n: int
-    latency_ms: float
-    wall: float
-    cpu: float
-    rss_mb: float
-    records: int
-    exit_code: int
-    total_requests: int = 0  # M: every request the server saw
-    throttled: int = 0
-    startup: float = 0.0
-    r: float = 0.0
-    requests: Counter[str] = field(default_factory=Counter)  # per path
-    pages: dict[str, int] = field(default_factory=dict)  # ceil(rows/100) per patient route
-    short: Counter[str] = field(default_factory=Counter)  # answers of fewer than 100 rows
-    per_stream: Counter[str] = field(default_factory=Counter)
-    records_per_stream: Counter[str] = field(default_factory=Counter)
-    routes_per_stream: dict[str, int] = field(default_factory=dict)
-    progress_lines: int = 0
-
-    @property
-    def limit(self) -> float:
-        return limit_seconds(self.total_requests, self.r)
-
-    @property
-    def allowed(self) -> float:
-        return TOLERANCE * self.limit + self.startup
-
-    @property
-    def ratio(self) -> float:
-        base = self.limit + self.startup
-        return self.wall / base if base else 0.0
-
-    @property
-    def met(self) -> bool:
-        return self.exit_code == 0 and self.throttled == 0 and self.wall <= self.allowed
-
-    @property
-    def per_second(self) -> float:
-        return self.records / self.wall if self.wall else 0.0
-
-    @property
-    def per_cpu_second(self) -> float:
-        return self.records / self.cpu if self.cpu else 0.0
-
-
-@dataclass
-class Skipped:
-    contender: str
-    scenario: str
-    n: int
-    latency_ms: float
-    predicted: float
 
 
 @dataclass
