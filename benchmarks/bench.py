@@ -25,7 +25,6 @@ import math
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import requests
+from accounts import HERE, KEY, ROOT, dataset, sandbox_config
 from limit import (
     BUDGET,
     CLINIKO_PER_MINUTE,
@@ -52,16 +52,12 @@ from limit import (
     predicted_seconds,
 )
 
-from tap_cliniko.sandbox import SandboxConfig, SandboxServer
+from tap_cliniko.sandbox import SandboxServer
 from tap_cliniko.sandbox.resources import NESTED
 
-ROOT = Path(__file__).resolve().parents[1]
-HERE = ROOT / "benchmarks"
-DATA = HERE / ".data"
 RUNS_FILE = HERE / "runs.json"  # every figure of the last run: --report-only renders it again
 DLT_VENV = ROOT / ".venv-bench-dlt"
 DLT_SPEC = "dlt==1.31.0"
-KEY = "bench0key-au1"
 USER_AGENT = "tap-cliniko bench (bench@example.com)"
 ROUTES = ("/v1/patients", "/v1/patients/archived", "/v1/patients/deleted")
 VARIANTS = dict(zip(ROUTES, ("", "archived", "deleted"), strict=True))  # route -> store variant
@@ -84,40 +80,6 @@ class Measured:
     exit_code: int
     stderr: str
     started: float  # epoch seconds, on the clock the server's log uses
-
-
-@contextlib.contextmanager
-def dataset(patients: int, collections: float = 0.0) -> Iterator[Path]:
-    """A copy of a synthetic account's SQLite file, made once and kept in DATA.
-
-    Runs only read it; each run's local Cliniko is new, so its rolling minute starts empty.
-    """
-    name = str(patients) if not collections else f"whole-{patients}"
-    source = DATA / name
-    if not (source / "cliniko.sqlite3").exists():
-        source.mkdir(parents=True, exist_ok=True)
-        print(f"  making the {name} account (once; kept in {DATA})", flush=True)
-        started = time.monotonic()
-        SandboxServer(sandbox_config(patients, collections, source)).stop()
-        print(f"  made in {time.monotonic() - started:.0f} s", flush=True)
-    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as work:
-        shutil.copy(source / "cliniko.sqlite3", Path(work) / "cliniko.sqlite3")
-        yield Path(work)
-
-
-def sandbox_config(
-    patients: int, collections: float, data_dir: Path, latency_ms: float = 0, rate_limit: int = 0
-) -> SandboxConfig:
-    return SandboxConfig(
-        patients=patients,
-        collections=collections,
-        seed=7,
-        data_dir=data_dir,
-        api_key=KEY,
-        latency_ms=latency_ms,
-        rate_limit_per_minute=rate_limit,
-        rate_limit_header="both",
-    )
 
 
 def dlt_python() -> Path:
