@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import venv
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -41,6 +40,11 @@ from urllib.parse import parse_qs, unquote
 
 import requests
 from accounts import HERE, KEY, ROOT, dataset, sandbox_config
+from contenders import (
+    TAP_CONTENDERS,
+    USER_AGENT,
+    command,
+)
 from limit import (
     BUDGET,
     CLINIKO_PER_MINUTE,
@@ -56,9 +60,6 @@ from tap_cliniko.sandbox import SandboxServer
 from tap_cliniko.sandbox.resources import NESTED
 
 RUNS_FILE = HERE / "runs.json"  # every figure of the last run: --report-only renders it again
-DLT_VENV = ROOT / ".venv-bench-dlt"
-DLT_SPEC = "dlt==1.31.0"
-USER_AGENT = "tap-cliniko bench (bench@example.com)"
 ROUTES = ("/v1/patients", "/v1/patients/archived", "/v1/patients/deleted")
 VARIANTS = dict(zip(ROUTES, ("", "archived", "deleted"), strict=True))  # route -> store variant
 LATENCIES = (300, 600)
@@ -67,7 +68,6 @@ QUICK_SIZES = [1_000, 4_000]
 WHOLE_PATIENTS, QUICK_WHOLE_PATIENTS = 1_000, 50
 SLOW_LIMIT = 120.0  # max_concurrency 1 and 2 run only where predicted to take less (seconds)
 ROUND_TRIP_SAMPLES = 5
-TAP_CONTENDERS = ("tap c8", "tap c2", "tap c1")  # c8 first: its M predicts the others' time
 PARENT_LISTS = {f"/v1/{nested.parent}" for nested in NESTED}
 UNFILTERED = " (unfiltered list: child streams' parents)"
 
@@ -80,61 +80,6 @@ class Measured:
     exit_code: int
     stderr: str
     started: float  # epoch seconds, on the clock the server's log uses
-
-
-def dlt_python() -> Path:
-    """dlt in its own virtualenv, so its dependencies never meet the tap's."""
-    python = DLT_VENV / "bin" / "python"
-    stamp = DLT_VENV / ".installed"
-    if not (stamp.exists() and stamp.read_text() == DLT_SPEC):
-        venv.EnvBuilder(with_pip=True, symlinks=True).create(DLT_VENV)
-        subprocess.run([python, "-m", "pip", "install", "--quiet", DLT_SPEC], check=True)
-        stamp.write_text(DLT_SPEC)
-    return python
-
-
-def patient_catalog(config: dict[str, Any]) -> dict[str, Any]:
-    """The tap's catalog with only the three patient streams selected (what the others read)."""
-    from tap_cliniko.tap import TapCliniko
-
-    catalog = TapCliniko(config=config).catalog_dict
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"].endswith("patients")
-    return catalog
-
-
-def tap_config(base_url: str, contender: str, rate_limited: bool) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "api_key": KEY,
-        "user_agent": USER_AGENT,
-        "base_url": base_url,
-        "max_requests_per_minute": BUDGET if rate_limited else 0,
-    }
-    if contender.startswith("tap c"):
-        config["max_concurrency"] = int(contender.removeprefix("tap c"))
-    return config
-
-
-def command(
-    contender: str, base_url: str, work: Path, *, rate_limited: bool, patients_only: bool
-) -> tuple[list[str], Path]:
-    """The command line of one contender, and where its state file goes if it gets one."""
-    if contender == "dlt":
-        return [str(dlt_python()), str(HERE / "dlt_baseline.py"), base_url, KEY], work / "state"
-    config = tap_config(base_url, contender, rate_limited)
-    config_file = work / "config.json"
-    config_file.write_text(json.dumps(config))
-    if contender == "sdk-default":
-        args = [sys.executable, str(HERE / "sdk_default_tap.py")]
-    else:
-        args = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
-    if patients_only:
-        catalog_file = work / "catalog.json"
-        catalog_file.write_text(json.dumps(patient_catalog(config)))
-        args += ["--catalog", str(catalog_file)]
-    return [*args, "--config", str(config_file)], work / "state.json"
 
 
 def peak_rss_mb(pid: int) -> float:
