@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from tap_cliniko.records import (
     row_id,
 )
 from tests.conftest import SANDBOX_KEY, STATUS_STREAM, USER_AGENT, run_tap, tap_config
+from tests.lookalike import serve_json
 
 SCHEMA = {
     "properties": {
@@ -66,22 +66,11 @@ def cliniko_with_numeric_ids() -> Iterator[str]:
         "/v1/patients/deleted": [{"id": 2**53 + 5, "deleted_at": "2024-03-01T00:00:00Z"}],
     }
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            patients = rows.get(self.path.split("?", 1)[0], [])
-            page = {"patients": patients, "total_entries": len(patients), "links": {}}
-            body = json.dumps(page).encode()  # Python writes big ints digit for digit
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def page(request: BaseHTTPRequestHandler) -> dict[str, Any]:
+        patients = rows.get(request.path.split("?", 1)[0], [])
+        return {"patients": patients, "total_entries": len(patients), "links": {}}
 
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_json("127.0.0.1", page)
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:

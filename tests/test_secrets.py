@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import USER_AGENT
+from tests.lookalike import serve_json
 
 CANARY = "LEAKCANARY0c4f7e9a2b1d-au1"
 TAP = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
@@ -120,30 +120,17 @@ def test_no_secret_or_patient_data_in_any_output(tmp_path: Path, sandbox: Any, c
 def _serve(host: str, next_link: str | None, seen: list[dict[str, str]]) -> ThreadingHTTPServer:
     """A Cliniko look-alike answering one row of any list and next_link; records headers."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(dict(self.headers))
-            links = {"next": next_link} if next_link else {}
-            collection = self.path.split("?")[0].split("/")[2]  # /v1/<collection>/...
-            body = json.dumps(
-                {
-                    collection: [{"id": 1, "updated_at": "2024-01-01T00:00:00Z"}],
-                    "total_entries": 2,
-                    "links": links,
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def page(request: BaseHTTPRequestHandler) -> dict[str, Any]:
+        seen.append(dict(request.headers))
+        links = {"next": next_link} if next_link else {}
+        collection = request.path.split("?")[0].split("/")[2]  # /v1/<collection>/...
+        return {
+            collection: [{"id": 1, "updated_at": "2024-01-01T00:00:00Z"}],
+            "total_entries": 2,
+            "links": links,
+        }
 
-        def log_message(self, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer((host, 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve_json(host, page)
 
 
 @contextmanager
