@@ -45,6 +45,30 @@ print(json.dumps({
 """
 
 
+def dagster_environ(tmp_path: Path) -> dict[str, str]:
+    """The isolated test environment, with Dagster's home in tmp_path."""
+    env = isolated_environ(tmp_path / "dagster")
+    env["DAGSTER_HOME"] = str(tmp_path)
+    return env
+
+
+def run_in_orchestration(
+    args: list[Any], env: dict[str, str], timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run a command in orchestration/; fails the test with the output's tail unless it exits 0."""
+    result = subprocess.run(
+        args,
+        cwd=ROOT / "orchestration",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
 def test_dagster_materializes_the_load_then_the_models(
     dagster_python: Path,
     meltano_plugins: Path,
@@ -63,16 +87,7 @@ def test_dagster_materializes_the_load_then_the_models(
             DAGSTER_HOME=str(tmp_path / "dagster-home"),
         )
         (tmp_path / "dagster-home").mkdir()
-        result = subprocess.run(
-            [dagster_python, "-m", "cliniko_dagster.run_once"],
-            cwd=ROOT / "orchestration",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        result = run_in_orchestration([dagster_python, "-m", "cliniko_dagster.run_once"], env, 900)
         summary = json.loads(result.stdout.strip().splitlines()[-1])
         assert summary["success"]
         snapshot = server.store.snapshot()
@@ -91,18 +106,7 @@ def test_dagster_materializes_the_load_then_the_models(
 
 def test_every_dbt_source_is_an_output_of_the_load(dagster_python: Path, tmp_path: Path) -> None:
     """Each table a dbt model reads is upstream in the asset graph, made by the Meltano load."""
-    env = isolated_environ(tmp_path / "dagster")
-    env["DAGSTER_HOME"] = str(tmp_path)
-    result = subprocess.run(
-        [dagster_python, "-c", GRAPH_SCRIPT],
-        cwd=ROOT / "orchestration",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    result = run_in_orchestration([dagster_python, "-c", GRAPH_SCRIPT], dagster_environ(tmp_path))
     graph = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(graph["upstream"]) == SOURCE_ASSETS, "the models read other tables than the tap's"
     assert set(graph["load"]) == SOURCE_ASSETS, "the load's outputs differ from the dbt sources"
@@ -120,17 +124,7 @@ def test_dagster_pins_dbt_as_meltano_does() -> None:
 
 def test_dagster_ui_can_load_the_code_location(dagster_python: Path, tmp_path: Path) -> None:
     """What `dagster dev -m cliniko_dagster.definitions` loads passes Dagster's own checks."""
-    env = isolated_environ(tmp_path / "dagster")
-    env["DAGSTER_HOME"] = str(tmp_path)
     dagster = dagster_python.with_name("dagster")
-    result = subprocess.run(
-        [dagster, "definitions", "validate", "-m", "cliniko_dagster.definitions"],
-        cwd=ROOT / "orchestration",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    validate = [dagster, "definitions", "validate", "-m", "cliniko_dagster.definitions"]
+    result = run_in_orchestration(validate, dagster_environ(tmp_path))
     assert "All code locations passed validation" in result.stdout + result.stderr
