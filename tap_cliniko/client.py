@@ -82,6 +82,13 @@ class ClinikoStream(RESTStream[Any]):
     reading_whole = False
     #: Where this run reads from, when worked out before the stream's turn (read ahead).
     planned_start: tuple[datetime | None] | None = None
+    #: Whether Cliniko answered a request for this stream's rows in this run (a 403 after
+    #: that is a permission lost mid-sync, not one the user never had).
+    answered = False
+    #: Whether this run skipped the stream (a 403 on its first request).
+    skipped = False
+    #: This run's full-table version, sent as ACTIVATE_VERSION once the read is complete.
+    _pending_version: int | None = None
 
     @property
     def api(self) -> ClinikoAPI:
@@ -130,6 +137,9 @@ class ClinikoStream(RESTStream[Any]):
         feed = self._tap.feed_of(self) if context is None else None  # type: ignore[attr-defined]
         for rows in feed if feed is not None else self.pages(context):
             yield from rows
+        # Here the last record is written: the read is complete, unless it was skipped.
+        if not self.skipped and not self.get_batch_config(self.config):
+            self._activate_version()
         if self._signpost is not None:
             self.state_manager.write_replication_key_signpost(self._signpost, context=context)
         if self._whole_read_at is not None:
@@ -140,7 +150,27 @@ class ClinikoStream(RESTStream[Any]):
         """The stream's raw rows, a page at a time (what request_records writes)."""
         self._priority = priority
         self._whole_read_at = self._server_start = self._signpost = None
+        self.answered = self.skipped = False
         return self.rows(context)
+
+    @override
+    def _write_activate_version_message(self, full_table_version: int) -> None:
+        # The SDK sends it before the first record, and an SQL target then marks every row
+        # of older versions deleted: a stream skipped or failing half-way would leave the
+        # rows Cliniko still has marked gone. It goes out after a complete read instead.
+        self._pending_version = full_table_version
+
+    def _activate_version(self) -> None:
+        """Send this run's ACTIVATE_VERSION, if it is a full-table run with versions on."""
+        version, self._pending_version = self._pending_version, None
+        if version is not None:
+            super()._write_activate_version_message(version)
+
+    @override
+    def _sync_batches(self, batch_config: Any, context: Context | None = None) -> None:
+        super()._sync_batches(batch_config, context)
+        if not self.skipped:  # after the last BATCH message (a failed read raised above)
+            self._activate_version()
 
     def rows(self, context: Context | None) -> Iterator[Rows]:
         """The patient routes' rows: one pass per column of since_fields."""
@@ -191,7 +221,7 @@ class ClinikoStream(RESTStream[Any]):
             mode = paging.LINKS_MODE  # deleted rows: the list only grows, and may lack created_at
         progress = _Progress(self.name)
         fetch = partial(
-            self.api.get_page,
+            self._fetch,
             records_key=records_key or self.records_key,
             priority=getattr(self, "_priority", WRITER),
         )
@@ -238,6 +268,12 @@ class ClinikoStream(RESTStream[Any]):
                     *self.route_fallback,
                 )
             yield from self._scan(filters, context)
+
+    def _fetch(self, url: str, params: Params, records_key: str, priority: int) -> Page:
+        """One page of this stream's lists, noting that Cliniko answered it."""
+        page = self.api.get_page(url, params, records_key=records_key, priority=priority)
+        self.answered = True
+        return page
 
     def _keep(self, rows: list[dict[str, Any]], extra: list[str]) -> list[dict[str, Any]]:
         """Rows of this stream: all of them, unless a fallback route also holds others."""

@@ -33,27 +33,35 @@ LOGGER = logging.getLogger("tap-cliniko")
 
 
 class SkipsForbidden(ClinikoStream):
-    """A stream the key's user may not read (403 on its first request) is skipped, not fatal."""
+    """A stream the key's user may not read (403 on its first request) is skipped, not fatal.
+
+    A 403 once Cliniko has answered for the stream is a permission lost mid-sync: skipping
+    then would drop the rest of the stream and move its bookmark past it, so the run fails.
+    """
 
     #: What the 403 warning says the user may not do.
     permission: ClassVar[str] = "read patients"
 
     @override
     def pages(self, context: Context | None, priority: int = WRITER) -> Iterator[Rows]:
-        emitted = False
         try:
-            for rows in super().pages(context, priority):
-                emitted = emitted or bool(rows)
-                yield rows
+            yield from super().pages(context, priority)
         except Forbidden as exc:
-            if emitted:
-                raise  # rows already sent: skipping now would move the bookmark past the rest
+            request = str(exc).split(":", 1)[0]
+            if self.answered:
+                raise ClinikoError(
+                    f"{self.name}: {request} after part of the stream was read: the API key's"
+                    f" Cliniko user lost the permission to {self.permission} during the sync;"
+                    " the stream's bookmark stays where it was and no ACTIVATE_VERSION was"
+                    " sent: restore the permission and run again"
+                ) from None
+            self.skipped = True
             LOGGER.warning(
                 "%s: skipped: the API key's Cliniko user lacks the permission to %s (%s);"
                 " the sync goes on without this stream",
                 self.name,
                 self.permission,
-                str(exc).split(":", 1)[0],
+                request,
             )
             self._tap.forbidden_streams.add(self.name)  # type: ignore[attr-defined]
 
@@ -206,6 +214,8 @@ class CollectionStream(SkipsForbidden):
             # The parents' list, paged as any list (with the same fallbacks).
             pages = self._scan(list(parent.hidden), context, route, parent.records_key)
             parent_ids += [found for rows in pages for raw in rows if (found := row_id(raw))]
+        # A 403 on the first nested route is the permission to read this stream's rows.
+        self.answered = False
         missing: set[str] = set()
 
         def nested(parent_id: str, template: str) -> Iterator[Rows]:
@@ -226,7 +236,7 @@ class CollectionStream(SkipsForbidden):
     def _numbered_pages(self, route: str) -> Iterator[Rows]:
         """A list without ids or filters (/services): its pages by number, as Cliniko links them."""
         per_page = int(self.config.get("per_page", 100))
-        get = partial(self.api.get_page, records_key=self.records_key, priority=self._priority)
+        get = partial(self._fetch, records_key=self.records_key, priority=self._priority)
         page = get(f"{self.url_base}{route}", [("per_page", str(per_page))])
         self._note_server_start(page, None)
         limit = math.ceil((page.total_entries or 0) / per_page) + 1

@@ -28,6 +28,7 @@ from tap_cliniko.sandbox.store import QueryError, Store, ValidationFailed
 
 USER_AGENT = re.compile(r"^\S.*\(\s*[^()\s@]+@[^()\s@]+\.[^()\s@]+\s*\)\s*$")
 SHARD = re.compile(r"[a-z]{2}\d{1,2}")
+STATUS_MESSAGES = {403: "You do not have permission to access this resource."}
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,10 @@ def create_app(
             return message("Injected failure.", forced, _retry_headers(forced))
         if (allowed_at := limiter.admit(key)) is not None:
             return _too_many(allowed_at, rate_limit_header)
+        if (status := faults.route_status(request.path.removeprefix("/v1"))) is not None:
+            return message(STATUS_MESSAGES.get(status, "Injected failure."), status)
         if forbidden and (request.view_args or {}).get("name") in forbidden:
-            return message("You do not have permission to access this resource.", 403)
+            return message(STATUS_MESSAGES[403], 403)
         if request.method == "GET":
             if faults.roll(faults.error_rate):
                 return message("Injected server error.", faults.pick_error())

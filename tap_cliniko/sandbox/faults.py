@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import random
 import threading
 import time
@@ -24,6 +25,7 @@ class Faults:
     _fail_next: list[int] = field(default_factory=list, repr=False)
     _delay_next: list[float] = field(default_factory=list, repr=False)
     _redirect_next: list[str] = field(default_factory=list, repr=False)
+    _route_faults: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _throttle_until: float = 0.0
     _throttle_header: str = "X-RateLimit-Reset"
 
@@ -50,6 +52,30 @@ class Faults:
         with self._lock:
             self._throttle_until = time.time() + seconds
             self._throttle_header = header
+
+    def fail_route_after(self, route: str, answered: int, status: int = 403) -> None:
+        """Answer status on route once `answered` of its requests were let through.
+
+        route: a path without /v1, `*` for any part (`/businesses/*/practitioners`). 403:
+        the key's user loses a permission mid-sync (an administrator may change a role at
+        any time); 500: the route breaks for good half-way through a read.
+        """
+        with self._lock:
+            self._route_faults[route] = [answered, status]
+
+    def heal_routes(self) -> None:
+        """Stop every fail_route_after."""
+        with self._lock:
+            self._route_faults.clear()
+
+    def route_status(self, path: str) -> int | None:
+        """A status a request for path (without /v1) must get from fail_route_after, if any."""
+        with self._lock:
+            for route, fault in self._route_faults.items():
+                if fnmatch.fnmatchcase(path, route):
+                    fault[0] -= 1
+                    return fault[1] if fault[0] < 0 else None
+            return None
 
     def forced_status(self) -> int | None:
         """A status the next request must get from fail_next, if any."""

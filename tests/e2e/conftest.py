@@ -129,11 +129,19 @@ def run_pipe(
     target_config: dict[str, Any],
     workdir: Path,
     state: dict[str, Any] | None = None,
+    catalog: dict[str, Any] | None = None,
+    tap_code: int = 0,
 ) -> PipeRun:
-    """Run `tap-cliniko --config ... [--state ...] | target --config ...` as real processes."""
+    """Run `tap-cliniko --config ... [--state ...] | target --config ...` as real processes.
+
+    tap_code: the exit code the tap must end with (1: a run meant to fail).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     tap_args = [tap_executable(), "--config", workdir / "tap-config.json"]
     (workdir / "tap-config.json").write_text(json.dumps(tap_config))
+    if catalog is not None:
+        (workdir / "catalog.json").write_text(json.dumps(catalog))
+        tap_args += ["--catalog", workdir / "catalog.json"]
     if state is not None:
         (workdir / "state.json").write_text(json.dumps(state))
         tap_args += ["--state", workdir / "state.json"]
@@ -153,14 +161,14 @@ def run_pipe(
         pump = threading.Thread(target=_tee, args=(tap.stdout, sink.stdin, copy), daemon=True)
         pump.start()
         try:
-            tap_code, target_code = tap.wait(PIPE_TIMEOUT), sink.wait(PIPE_TIMEOUT)
+            exit_code, target_code = tap.wait(PIPE_TIMEOUT), sink.wait(PIPE_TIMEOUT)
         finally:
             for process in (tap, sink):
                 if process.poll() is None:
                     process.kill()
         pump.join(PIPE_TIMEOUT)
         tap.stdout.close()
-    assert tap_code == 0, (workdir / "tap.err").read_text()[-3000:]
+    assert exit_code == tap_code, (workdir / "tap.err").read_text()[-3000:]
     assert target_code == 0, (workdir / "target.err").read_text()[-3000:]
     target_lines = (workdir / "target.out").read_text().splitlines()
     return PipeRun(

@@ -17,7 +17,7 @@ import pytest
 from tap_cliniko.resources import BY_NAME
 from tap_cliniko.sandbox import SandboxServer
 from tap_cliniko.streams import STREAM_NAMES
-from tests.conftest import STATUS_STREAM, STREAMS, tap_config
+from tests.conftest import STATUS_STREAM, STREAMS, selecting, tap_config
 from tests.e2e.conftest import PipeRun, Postgres, prerequisite, run_pipe
 
 PATIENTS = 400
@@ -358,3 +358,53 @@ def test_target_csv_loads_flattened_records(
     columns = set(destination.rows("patients")[0])
     assert {"pronouns__nominative", "links__self"} <= columns, "nested fields became columns"
     assert "pronouns" not in columns
+
+
+def test_target_postgres_keeps_every_row_cliniko_has_live_when_a_stream_is_skipped_or_fails(
+    sandbox: Any,
+    target_executable: Callable[[str], Path],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Full-table streams into the real target-postgres: a good run, a run skipping users on
+    403, a run where users fails half-way on 500s, one where its permission is lost half-way,
+    then a good run again. After each, the rows Cliniko still has are live (_sdc_deleted_at
+    null); after the last, the tax Cliniko deleted is retired."""
+    destination = postgres_db(tmp_path, request)
+    executable = target_executable("target-postgres")
+    streams = ("taxes", "users")
+    with sandbox(patients=20, seed=63) as server:
+        config = tap_config(server.base_url, per_page=2, max_retry_seconds=1)
+        catalog = selecting(config, streams)
+
+        def run(name: str, tap_code: int = 0) -> PipeRun:
+            return run_pipe(
+                config, executable, destination.config, tmp_path / name, None, catalog, tap_code
+            )
+
+        def check_live(after: str) -> None:
+            for stream in streams:
+                rows = server.store.snapshot(stream)
+                cliniko = {key for key, row in rows.items() if row["status"] != "deleted"}
+                live = {r["id"] for r in destination.rows(stream) if r["_sdc_deleted_at"] is None}
+                assert live == cliniko, f"after {after}: {stream} live rows differ from Cliniko's"
+
+        run("good")
+        check_live("a good run")
+        server.forbidden.add("users")
+        skipped = run("users-refused")
+        server.forbidden.discard("users")
+        assert not skipped.records("users") and skipped.records("taxes")
+        check_live("a run skipping users on 403")
+        for status in (500, 403):
+            server.faults.fail_route_after("/users", 2, status)
+            failed = run(f"users-{status}-half-way", tap_code=1)
+            server.faults.heal_routes()
+            assert failed.records("users"), "the run should fail after rows were sent"
+            check_live(f"a run failing half-way with {status}")
+        gone = sorted(server.store.snapshot("taxes"), key=int)[0]
+        server.store.delete("taxes", gone)
+        run("good-again")
+        check_live("a good run after a tax was deleted")
+    taxes = by_id(destination.rows("taxes"))
+    assert taxes[gone]["_sdc_deleted_at"] is not None, "the deleted tax was not retired"
