@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -195,6 +196,54 @@ def test_every_body_cut_short_ends_in_one_clean_line(tmp_path: Path, sandbox: An
         result = run_cli(tmp_path, tap_config(server.base_url, max_retry_seconds=2))
     assert_one_clean_error(result)
     assert '"type":"RECORD"' not in result.stdout.replace(" ", "")
+
+
+def wait_for_drips_to_end(server: Any, count: int) -> list[bool]:
+    """How each of the first count dripped answers ended (True: sent whole), once all did."""
+    deadline = time.monotonic() + 30
+    while len(server.faults.dripped) < count and time.monotonic() < deadline:
+        time.sleep(0.1)  # the server sees the hang-up at its next write
+    return list(server.faults.dripped)
+
+
+def test_a_response_that_drips_ends_in_one_clean_line_within_the_retry_budget(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    """Headers, then a byte every 5 ms: no read waits a second, yet no answer ever ends.
+
+    Each attempt is cut at request_timeout and retried while max_retry_seconds lasts;
+    with a timeout on each socket read only, the first answer is read for minutes.
+    """
+    with sandbox(patients=20, seed=41, collections=0) as server:
+        server.faults.drip_next(10_000, every_ms=5)
+        config = tap_config(server.base_url, request_timeout=2, max_retry_seconds=5)
+        result = run_cli(tmp_path, config)
+    assert_one_clean_error(result)
+    assert '"type":"RECORD"' not in result.stdout.replace(" ", "")
+    error = next(line for line in result.stderr.splitlines() if "error:" in line)
+    found = re.search(
+        r"GET (/v1/\S+) on (\S+) still failing after (\d+) attempts over (\d+)s",
+        error,
+    )
+    assert found, error
+    assert found[2] == server.base_url.split("/")[2], "the error names the host"
+    assert int(found[3]) >= 2, "each attempt ended within request_timeout and was retried"
+    assert int(found[4]) <= 5, "the request gave up within max_retry_seconds"
+    assert "no whole response" in error, error
+
+
+def test_a_drip_that_clears_is_retried_and_every_row_arrives(sandbox: Any) -> None:
+    with sandbox(patients=40, seed=42, collections=0) as server:
+        server.faults.drip_next(2, every_ms=5)
+        sleep = RecordingSleep()
+        # One stream, one request at a time: its first answer drips, and so does its retry.
+        config = tap_config(server.base_url, request_timeout=1, per_page=10, max_concurrency=1)
+        result = run_tap(config, prepare=patch_sleep(sleep), streams=["patients"])
+        active = {i for i, e in server.store.snapshot().items() if e["status"] == "active"}
+        dripped = wait_for_drips_to_end(server, 2)
+    assert set(result.ids("patients")) == active
+    assert sleep.waits[:2] == [1, 2], "each dripping answer was cut and retried with backoff"
+    assert dripped == [False, False], "the tap hung up on each: no connection left dripping"
 
 
 def test_budget_never_exceeds_its_rolling_minute() -> None:

@@ -24,6 +24,9 @@ class Faults:
     _fail_next: list[int] = field(default_factory=list, repr=False)
     _delay_next: list[float] = field(default_factory=list, repr=False)
     _redirect_next: list[str] = field(default_factory=list, repr=False)
+    _drip_next: list[float] = field(default_factory=list, repr=False)
+    #: Each dripped response once it ended: True sent whole, False the client hung up first.
+    dripped: list[bool] = field(default_factory=list, repr=False)
     _throttle_until: float = 0.0
     _throttle_header: str = "X-RateLimit-Reset"
 
@@ -39,6 +42,11 @@ class Faults:
         """Hold the next count requests for seconds before answering them (a client times out)."""
         with self._lock:
             self._delay_next.extend([seconds] * count)
+
+    def drip_next(self, count: int, every_ms: float) -> None:
+        """Answer the next count good GETs with headers, then the body a byte every every_ms."""
+        with self._lock:
+            self._drip_next.extend([every_ms] * count)
 
     def redirect_next(self, url: str, count: int = 1) -> None:
         """Answer the next count requests with 302 Found pointing at url."""
@@ -60,6 +68,11 @@ class Faults:
         """Seconds the next request must wait from delay_next (0: none)."""
         with self._lock:
             return self._delay_next.pop(0) if self._delay_next else 0.0
+
+    def forced_drip(self) -> float:
+        """Milliseconds between the next answer's bytes from drip_next (0: no drip)."""
+        with self._lock:
+            return self._drip_next.pop(0) if self._drip_next else 0.0
 
     def forced_redirect(self) -> str | None:
         """Where the next request must be sent from redirect_next, if anywhere."""
