@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -244,6 +245,72 @@ def test_a_drip_that_clears_is_retried_and_every_row_arrives(sandbox: Any) -> No
     assert set(result.ids("patients")) == active
     assert sleep.waits[:2] == [1, 2], "each dripping answer was cut and retried with backoff"
     assert dripped == [False, False], "the tap hung up on each: no connection left dripping"
+
+
+def answered(server: Any, path: str, sort: str) -> bool:
+    """Whether the server has answered (read the rows of) a request of path with this sort."""
+    return any(
+        r.path == path and r.status == 200 and dict(parse_qsl(r.query_string)).get("sort") == sort
+        for r in list(server.requests)
+    )
+
+
+@pytest.mark.parametrize(
+    ("stream", "status", "path"),
+    [
+        ("patients", "active", "/v1/patients"),
+        # Read ahead while patients is written, in a thread of its own.
+        ("archived_patients", "archived", "/v1/patients/archived"),
+    ],
+)
+def test_an_edit_while_page_one_is_retried_after_the_top_page_answered_is_read_next_run(
+    sandbox: Any, stream: str, status: str, path: str
+) -> None:
+    """A whole read asks for page one and the top page together; here page one fails twice.
+
+    The top page answers first; then a row it read is edited, and page one answers later
+    than the lookback after that edit. The bookmark's cap must come from the earliest
+    answer the stream used (the top page's), not from page one's: capped at page one's,
+    the next run's filter is above the edit and the row stays stale.
+    """
+    lookback = 300  # the default
+    with sandbox(patients=160, seed=47, collections=0) as server:
+        ids = sorted(
+            (i for i, e in server.store.snapshot().items() if e["status"] == status), key=int
+        )
+        lowest, highest = ids[0], ids[-1]  # on page one; on the top page
+
+        def page_one(route: str, args: Any) -> bool:
+            ids_asked = [v for v in args.getlist("q[]") if v.startswith("id:")]
+            return route == path and args.get("sort") == "id" and not ids_asked
+
+        edited: list[str] = []
+
+        def edit_once_the_top_page_answered(route: str, args: Any) -> None:
+            if edited or not page_one(route, args):
+                return
+            deadline = time.monotonic() + 60
+            while not answered(server, path, "id:desc") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            edited.append("after the top page" if answered(server, path, "id:desc") else "")
+            server.config.clock_offset_seconds += 5
+            server.store.update_patient(highest, {"notes": "edited after the top page read it"})
+            server.config.clock_offset_seconds += lookback + 5
+            server.store.update_patient(lowest, {"notes": "edited before page one read it"})
+
+        server.faults.fail_next(2, status=500, where=page_one)
+        server.before_list_page = edit_once_the_top_page_answered
+        config = tap_config(server.base_url, per_page=5)
+        streams = ["patients", "archived_patients"]
+        first = run_tap(config, prepare=patch_sleep(RecordingSleep()), streams=streams)
+        server.before_list_page = None
+        second = run_tap(config, state=first.state, streams=streams)
+        final = server.store.snapshot()[highest]["record"]
+    assert edited == ["after the top page"], "page one was answered after the top page"
+    stale = [r for r in first.records[stream] if r["id"] == highest]
+    assert stale and stale[-1].get("notes") != final["notes"], "the top page read it before"
+    fresh = [r for r in second.records[stream] if r["id"] == highest]
+    assert fresh and fresh[-1]["notes"] == final["notes"] == "edited after the top page read it"
 
 
 def test_budget_never_exceeds_its_rolling_minute() -> None:

@@ -139,7 +139,7 @@ def create_app(
             return _too_many(storm[0], storm[1])
         if (location := faults.forced_redirect()) is not None:
             return message("Moved.", 302, {"Location": location})
-        if (forced := faults.forced_status()) is not None:
+        if (forced := faults.forced_status(request.path, request.args)) is not None:
             return message("Injected failure.", forced, _retry_headers(forced))
         if (allowed_at := limiter.admit(key)) is not None:
             return _too_many(allowed_at, rate_limit_header)

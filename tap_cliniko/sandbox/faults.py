@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -21,7 +23,9 @@ class Faults:
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _fail_next: list[int] = field(default_factory=list, repr=False)
+    _fail_next: list[tuple[int, Callable[[str, Any], bool] | None]] = field(
+        default_factory=list, repr=False
+    )
     _delay_next: list[float] = field(default_factory=list, repr=False)
     _redirect_next: list[str] = field(default_factory=list, repr=False)
     _drip_next: list[float] = field(default_factory=list, repr=False)
@@ -33,10 +37,12 @@ class Faults:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
-    def fail_next(self, count: int, status: int = 503) -> None:
-        """Answer the next count requests with status."""
+    def fail_next(
+        self, count: int, status: int = 503, where: Callable[[str, Any], bool] | None = None
+    ) -> None:
+        """Answer the next count requests with status (only those where(path, args) picks)."""
         with self._lock:
-            self._fail_next.extend([status] * count)
+            self._fail_next.extend([(status, where)] * count)
 
     def delay_next(self, count: int, seconds: float) -> None:
         """Hold the next count requests for seconds before answering them (a client times out)."""
@@ -59,10 +65,14 @@ class Faults:
             self._throttle_until = time.time() + seconds
             self._throttle_header = header
 
-    def forced_status(self) -> int | None:
-        """A status the next request must get from fail_next, if any."""
+    def forced_status(self, path: str = "", args: Any = None) -> int | None:
+        """A status this request must get from fail_next, if any."""
         with self._lock:
-            return self._fail_next.pop(0) if self._fail_next else None
+            for n, (status, where) in enumerate(self._fail_next):
+                if where is None or where(path, args):
+                    del self._fail_next[n]
+                    return status
+            return None
 
     def forced_delay(self) -> float:
         """Seconds the next request must wait from delay_next (0: none)."""
