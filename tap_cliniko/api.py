@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -121,12 +122,13 @@ class ClinikoAPI:
         path = urlsplit(url).path
         started = self._clock()
         attempt = 0
+        allowed = self.timeout
         while True:
             attempt += 1
             unreachable = False
             try:
                 with self.scheduler.slot(priority):
-                    page = self._get_once(url, params, path, records_key)
+                    page = self._get_once(url, params, path, records_key, allowed)
                 if not self._connected:
                     self._connected = True
                     if self._on_first_answer:
@@ -149,7 +151,7 @@ class ClinikoAPI:
             budget = self.max_retry_seconds
             if unreachable:
                 budget = min(budget, cliniko.CONNECT_RETRY_SECONDS)
-            if elapsed + wait > budget:
+            if elapsed + wait >= budget:
                 host = urlsplit(url).netloc
                 if unreachable:
                     raise cliniko.unreachable_error(host, reason, attempt, elapsed)
@@ -161,13 +163,25 @@ class ClinikoAPI:
             LOGGER.warning(
                 "GET %s: %s; retrying in %.1fs (attempt %d)", path, reason, wait, attempt
             )
+            # The next attempt gets at most what is left of the budget: the request ends in it.
+            allowed = min(self.timeout, budget - elapsed - wait)
             self._sleep(wait)
 
-    def _get_once(self, url: str, params: Params, path: str, records_key: str) -> Page:
+    def _get_once(
+        self, url: str, params: Params, path: str, records_key: str, allowed: float
+    ) -> Page:
         self.budget.acquire()
+        deadline = self._clock() + allowed
+        # requests' timeout bounds each socket read; the deadline bounds the whole response.
         response = self.session.get(
-            url, params=params, auth=self._auth, timeout=self.timeout, allow_redirects=False
+            url, params=params, auth=self._auth, timeout=allowed, allow_redirects=False, stream=True
         )
+        late = (
+            f"no whole response within request_timeout ({allowed:g}s)"
+            if allowed == self.timeout
+            else f"no whole response in the {allowed:.1f}s left of max_retry_seconds"
+        )
+        content = _body_by(response, deadline - self._clock(), late)
         status = response.status_code
         LOGGER.debug("GET %s -> %d", path, status)
         if status == 429:
@@ -176,13 +190,13 @@ class ClinikoAPI:
             raise RetryableResponse("429 rate limited", wait=wait)
         if status >= 500:
             raise RetryableResponse(f"HTTP {status}")
-        if status == 400 and _message(response) == cliniko.NOT_SEARCHABLE:
+        if status == 400 and _message(content) == cliniko.NOT_SEARCHABLE:
             raise NotSearchable(f"HTTP 400 from GET {path}: {cliniko.NOT_SEARCHABLE}")
         if status != 200:
-            raise cliniko.status_error(status, path, _message(response) if status == 400 else None)
+            raise cliniko.status_error(status, path, _message(content) if status == 400 else None)
         try:
             # msgspec parses a page several times faster than the stdlib, ints kept exact.
-            body = msgspec.json.decode(response.content)
+            body = msgspec.json.decode(content)
         except msgspec.DecodeError:
             raise RetryableResponse("response was not complete JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get(records_key), list):
@@ -212,9 +226,40 @@ def _transient_reason(exc: Exception) -> str:
     return cliniko.connection_failure(exc)
 
 
-def _message(response: requests.Response) -> str | None:
+def _body_by(response: requests.Response, seconds: float, late: str) -> bytes:
+    """The whole body of a response whose headers came, unless it takes over seconds more.
+
+    At the deadline the socket is shut down, which ends a read blocked on a response that
+    drips (urllib3's HTTPResponse.shutdown); the connection is then closed, not kept. The
+    body of a response that errs without its deadline raises as requests raises it.
+    """
+    cut = threading.Event()
+
+    def shut_down() -> None:
+        cut.set()
+        # Refused once the body was read whole (the connection is back in the pool) or closed.
+        with contextlib.suppress(RuntimeError, ValueError, OSError):
+            response.raw.shutdown()
+
+    watchdog = threading.Timer(max(seconds, 0.0), shut_down)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        body = response.json()
-    except ValueError:
+        content = response.content
+    except requests.RequestException:
+        if not cut.is_set():
+            raise
+    finally:
+        watchdog.cancel()
+    if cut.is_set():  # a body ended by its shutdown may look whole: it is never used
+        response.close()
+        raise RetryableResponse(late)
+    return content
+
+
+def _message(content: bytes) -> str | None:
+    try:
+        body = msgspec.json.decode(content)
+    except msgspec.DecodeError:
         return None
     return body.get("message") if isinstance(body, dict) else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -75,9 +74,8 @@ class ClinikoStream(RESTStream[Any]):
     records_key: ClassVar[str] = "patients"
     #: When this run's whole read completed (None: not a whole read, or not complete).
     _whole_read_at: datetime | None = None
-    #: Cliniko's clock at the stream's first answer, and the bookmark's cap taken from it.
+    #: The earliest of Cliniko's clock at the answers the stream used: the bookmark's cap.
     _server_start: datetime | None = None
-    _signpost: str | None = None
     #: Whether this run reads the stream's lists whole (a first sync, a periodic whole read).
     reading_whole = False
     #: Where this run reads from, when worked out before the stream's turn (read ahead).
@@ -102,8 +100,8 @@ class ClinikoStream(RESTStream[Any]):
 
     @override
     def get_replication_key_signpost(self, context: Context | None = None) -> None:
-        # The cap on the bookmark is the server's clock at the first response less the
-        # lookback, set in _note_server_start: the local clock may run ahead of Cliniko's.
+        # The cap on the bookmark is the server's clock at the earliest answer less the
+        # lookback, written by request_records: the local clock may run ahead of Cliniko's.
         return None
 
     def window_start(self, context: Context | None) -> tuple[datetime | None, bool]:
@@ -140,8 +138,10 @@ class ClinikoStream(RESTStream[Any]):
         # Here the last record is written: the read is complete, unless it was skipped.
         if not self.skipped and not self.get_batch_config(self.config):
             self._activate_version()
-        if self._signpost is not None:
-            self.state_manager.write_replication_key_signpost(self._signpost, context=context)
+        if self._server_start is not None:
+            lookback = timedelta(seconds=self.config.get("lookback_seconds", 300))
+            signpost = cliniko.format_time(self._server_start - lookback)
+            self.state_manager.write_replication_key_signpost(signpost, context=context)
         if self._whole_read_at is not None:
             moment = cliniko.format_time(self._whole_read_at)
             self.get_context_state(context)[LAST_FULL_READ] = moment
@@ -149,7 +149,7 @@ class ClinikoStream(RESTStream[Any]):
     def pages(self, context: Context | None, priority: int = WRITER) -> Iterator[Rows]:
         """The stream's raw rows, a page at a time (what request_records writes)."""
         self._priority = priority
-        self._whole_read_at = self._server_start = self._signpost = None
+        self._whole_read_at = self._server_start = None
         self.answered = self.skipped = False
         return self.rows(context)
 
@@ -233,9 +233,8 @@ class ClinikoStream(RESTStream[Any]):
         else:
             pages = paging.SCANS[mode](fetch, url, params)
         try:
-            first = next(pages)
-            self._note_server_start(first, context)
-            for page in itertools.chain([first], pages):
+            for page in pages:
+                self._note_answer(page)
                 yield self._keep(page.rows, extra)
                 progress.page(len(page.rows), page.total_entries)
         except NotSearchable:
@@ -312,26 +311,26 @@ class ClinikoStream(RESTStream[Any]):
         )
         return [f"{instead}:{filters[0].split(':', 1)[1]}"] if instead else []
 
-    def _note_server_start(self, page: Page, context: Context | None) -> None:
-        """Cap this stream's bookmark at the server's clock at its first answer, less the lookback.
+    def _note_answer(self, page: Page) -> None:
+        """Keep the earliest moment Cliniko answered this stream with a page it used.
 
-        The bookmark's cap is stamped by Cliniko's web server after it read the rows, and
-        updated_at by whichever machine saved a row: an edit landing after the read but
-        stamped a little earlier must still be >= the next run's filter.
+        The bookmark's cap is that moment less the lookback: an edit landing after a page
+        read its row must be >= the next run's filter, and pages asked side by side or
+        retried answer in any order. The moment is the Date Cliniko's web server stamped
+        after it read the rows; updated_at comes from whichever machine saved a row, so an
+        edit stamped a little earlier must still be at or above the cap (the lookback).
         """
-        if self._server_start is not None:
-            return
         moment = page.server_time
-        if moment is None:
-            LOGGER.warning(
-                "%s: no Date header from Cliniko; capping the bookmark by the local clock",
-                self.name,
-            )
-            moment = datetime.now(UTC)
-        self._server_start = moment
-        lookback = timedelta(seconds=self.config.get("lookback_seconds", 300))
-        # Written to state by request_records, at the stream's turn (see whole_read_done).
-        self._signpost = cliniko.format_time(moment - lookback)
+        with STATE_LOCK:  # a child stream's routes answer in threads side by side
+            if moment is None:
+                if self._server_start is None:
+                    LOGGER.warning(
+                        "%s: no Date header from Cliniko; capping the bookmark by the local clock",
+                        self.name,
+                    )
+                moment = datetime.now(UTC)
+            if self._server_start is None or moment < self._server_start:
+                self._server_start = moment
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:

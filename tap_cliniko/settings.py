@@ -59,7 +59,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         "request_timeout",
         th.IntegerType(nullable=False, minimum=1, maximum=600),
         default=60,
-        description="Seconds to wait for one response before retrying it.",
+        description="Seconds one response may take, from the request to its last byte, before"
+        " it is retried.",
     ),
     th.Property(
         "max_requests_per_minute",

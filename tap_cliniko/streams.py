@@ -238,9 +238,9 @@ class CollectionStream(SkipsForbidden):
         per_page = int(self.config.get("per_page", 100))
         get = partial(self._fetch, records_key=self.records_key, priority=self._priority)
         page = get(f"{self.url_base}{route}", [("per_page", str(per_page))])
-        self._note_server_start(page, None)
         limit = math.ceil((page.total_entries or 0) / per_page) + 1
         for _ in range(max(limit, 1) + 1):
+            self._note_answer(page)
             yield page.rows
             if not page.next_link:
                 return
@@ -251,9 +251,9 @@ class CollectionStream(SkipsForbidden):
         )
 
     @override
-    def _note_server_start(self, page: paging.Page, context: Context | None) -> None:
+    def _note_answer(self, page: paging.Page) -> None:
         if self.collection.incremental:  # a full-table stream has no bookmark to cap
-            super()._note_server_start(page, context)
+            super()._note_answer(page)
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:

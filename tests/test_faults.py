@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -195,6 +197,120 @@ def test_every_body_cut_short_ends_in_one_clean_line(tmp_path: Path, sandbox: An
         result = run_cli(tmp_path, tap_config(server.base_url, max_retry_seconds=2))
     assert_one_clean_error(result)
     assert '"type":"RECORD"' not in result.stdout.replace(" ", "")
+
+
+def wait_for_drips_to_end(server: Any, count: int) -> list[bool]:
+    """How each of the first count dripped answers ended (True: sent whole), once all did."""
+    deadline = time.monotonic() + 30
+    while len(server.faults.dripped) < count and time.monotonic() < deadline:
+        time.sleep(0.1)  # the server sees the hang-up at its next write
+    return list(server.faults.dripped)
+
+
+def test_a_response_that_drips_ends_in_one_clean_line_within_the_retry_budget(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    """Headers, then a byte every 5 ms: no read waits a second, yet no answer ever ends.
+
+    Each attempt is cut at request_timeout and retried while max_retry_seconds lasts;
+    with a timeout on each socket read only, the first answer is read for minutes.
+    """
+    with sandbox(patients=20, seed=41, collections=0) as server:
+        server.faults.drip_next(10_000, every_ms=5)
+        config = tap_config(server.base_url, request_timeout=2, max_retry_seconds=5)
+        result = run_cli(tmp_path, config)
+    assert_one_clean_error(result)
+    assert '"type":"RECORD"' not in result.stdout.replace(" ", "")
+    error = next(line for line in result.stderr.splitlines() if "error:" in line)
+    found = re.search(
+        r"GET (/v1/\S+) on (\S+) still failing after (\d+) attempts over (\d+)s",
+        error,
+    )
+    assert found, error
+    assert found[2] == server.base_url.split("/")[2], "the error names the host"
+    assert int(found[3]) >= 2, "each attempt ended within request_timeout and was retried"
+    assert int(found[4]) <= 5, "the request gave up within max_retry_seconds"
+    assert "no whole response" in error, error
+
+
+def test_a_drip_that_clears_is_retried_and_every_row_arrives(sandbox: Any) -> None:
+    with sandbox(patients=40, seed=42, collections=0) as server:
+        server.faults.drip_next(2, every_ms=5)
+        sleep = RecordingSleep()
+        # One stream, one request at a time: its first answer drips, and so does its retry.
+        config = tap_config(server.base_url, request_timeout=1, per_page=10, max_concurrency=1)
+        result = run_tap(config, prepare=patch_sleep(sleep), streams=["patients"])
+        active = {i for i, e in server.store.snapshot().items() if e["status"] == "active"}
+        dripped = wait_for_drips_to_end(server, 2)
+    assert set(result.ids("patients")) == active
+    assert sleep.waits[:2] == [1, 2], "each dripping answer was cut and retried with backoff"
+    assert dripped == [False, False], "the tap hung up on each: no connection left dripping"
+
+
+def answered(server: Any, path: str, sort: str) -> bool:
+    """Whether the server has answered (read the rows of) a request of path with this sort."""
+    return any(
+        r.path == path and r.status == 200 and dict(parse_qsl(r.query_string)).get("sort") == sort
+        for r in list(server.requests)
+    )
+
+
+@pytest.mark.parametrize(
+    ("stream", "status", "path"),
+    [
+        ("patients", "active", "/v1/patients"),
+        # Read ahead while patients is written, in a thread of its own.
+        ("archived_patients", "archived", "/v1/patients/archived"),
+    ],
+)
+def test_an_edit_while_page_one_is_retried_after_the_top_page_answered_is_read_next_run(
+    sandbox: Any, stream: str, status: str, path: str
+) -> None:
+    """A whole read asks for page one and the top page together; here page one fails twice.
+
+    The top page answers first; then a row it read is edited, and page one answers later
+    than the lookback after that edit. The bookmark's cap must come from the earliest
+    answer the stream used (the top page's), not from page one's: capped at page one's,
+    the next run's filter is above the edit and the row stays stale.
+    """
+    lookback = 300  # the default
+    with sandbox(patients=160, seed=47, collections=0) as server:
+        ids = sorted(
+            (i for i, e in server.store.snapshot().items() if e["status"] == status), key=int
+        )
+        lowest, highest = ids[0], ids[-1]  # on page one; on the top page
+
+        def page_one(route: str, args: Any) -> bool:
+            ids_asked = [v for v in args.getlist("q[]") if v.startswith("id:")]
+            return route == path and args.get("sort") == "id" and not ids_asked
+
+        edited: list[str] = []
+
+        def edit_once_the_top_page_answered(route: str, args: Any) -> None:
+            if edited or not page_one(route, args):
+                return
+            deadline = time.monotonic() + 60
+            while not answered(server, path, "id:desc") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            edited.append("after the top page" if answered(server, path, "id:desc") else "")
+            server.config.clock_offset_seconds += 5
+            server.store.update_patient(highest, {"notes": "edited after the top page read it"})
+            server.config.clock_offset_seconds += lookback + 5
+            server.store.update_patient(lowest, {"notes": "edited before page one read it"})
+
+        server.faults.fail_next(2, status=500, where=page_one)
+        server.before_list_page = edit_once_the_top_page_answered
+        config = tap_config(server.base_url, per_page=5)
+        streams = ["patients", "archived_patients"]
+        first = run_tap(config, prepare=patch_sleep(RecordingSleep()), streams=streams)
+        server.before_list_page = None
+        second = run_tap(config, state=first.state, streams=streams)
+        final = server.store.snapshot()[highest]["record"]
+    assert edited == ["after the top page"], "page one was answered after the top page"
+    stale = [r for r in first.records[stream] if r["id"] == highest]
+    assert stale and stale[-1].get("notes") != final["notes"], "the top page read it before"
+    fresh = [r for r in second.records[stream] if r["id"] == highest]
+    assert fresh and fresh[-1]["notes"] == final["notes"] == "edited after the top page read it"
 
 
 def test_budget_never_exceeds_its_rolling_minute() -> None:

@@ -140,7 +140,7 @@ def create_app(
             return _too_many(storm[0], storm[1])
         if (location := faults.forced_redirect()) is not None:
             return message("Moved.", 302, {"Location": location})
-        if (forced := faults.forced_status()) is not None:
+        if (forced := faults.forced_status(request.path, request.args)) is not None:
             return message("Injected failure.", forced, _retry_headers(forced))
         if (allowed_at := limiter.admit(key)) is not None:
             return _too_many(allowed_at, rate_limit_header)
@@ -192,15 +192,32 @@ def create_app(
         response.headers["Content-Length"] = str(len(data))
         return response
 
+    def _drip(response: Response, every_ms: float) -> Response:
+        """Headers with the full Content-Length, then the body one byte every every_ms."""
+        data = response.get_data()
+
+        def byte_by_byte() -> Iterator[bytes]:
+            sent = 0
+            try:
+                while sent < len(data):
+                    time.sleep(every_ms / 1000)
+                    yield data[sent : sent + 1]
+                    sent += 1
+            finally:  # also when the client hangs up: the server stops writing
+                faults.dripped.append(sent == len(data))
+
+        response.response = byte_by_byte()
+        response.headers["Content-Length"] = str(len(data))
+        return response
+
     @app.after_request
     def stamp(response: Response) -> Response:
         response.headers["Date"] = formatdate(server_time(), usegmt=True)
-        if (
-            request.method == "GET"
-            and response.status_code == 200
-            and faults.roll(faults.midbody_drop_rate)
-        ):
-            response = _drop_midbody(response)
+        if request.method == "GET" and response.status_code == 200:
+            if faults.roll(faults.midbody_drop_rate):
+                response = _drop_midbody(response)
+            elif every_ms := faults.forced_drip():
+                response = _drip(response, every_ms)
         requests_log.append(
             RequestRecord(
                 method=request.method,

@@ -6,7 +6,9 @@ import fnmatch
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -22,25 +24,37 @@ class Faults:
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _fail_next: list[int] = field(default_factory=list, repr=False)
+    _fail_next: list[tuple[int, Callable[[str, Any], bool] | None]] = field(
+        default_factory=list, repr=False
+    )
     _delay_next: list[float] = field(default_factory=list, repr=False)
     _redirect_next: list[str] = field(default_factory=list, repr=False)
     _route_faults: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _drip_next: list[float] = field(default_factory=list, repr=False)
+    #: Each dripped response once it ended: True sent whole, False the client hung up first.
+    dripped: list[bool] = field(default_factory=list, repr=False)
     _throttle_until: float = 0.0
     _throttle_header: str = "X-RateLimit-Reset"
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
-    def fail_next(self, count: int, status: int = 503) -> None:
-        """Answer the next count requests with status."""
+    def fail_next(
+        self, count: int, status: int = 503, where: Callable[[str, Any], bool] | None = None
+    ) -> None:
+        """Answer the next count requests with status (only those where(path, args) picks)."""
         with self._lock:
-            self._fail_next.extend([status] * count)
+            self._fail_next.extend([(status, where)] * count)
 
     def delay_next(self, count: int, seconds: float) -> None:
         """Hold the next count requests for seconds before answering them (a client times out)."""
         with self._lock:
             self._delay_next.extend([seconds] * count)
+
+    def drip_next(self, count: int, every_ms: float) -> None:
+        """Answer the next count good GETs with headers, then the body a byte every every_ms."""
+        with self._lock:
+            self._drip_next.extend([every_ms] * count)
 
     def redirect_next(self, url: str, count: int = 1) -> None:
         """Answer the next count requests with 302 Found pointing at url."""
@@ -77,15 +91,24 @@ class Faults:
                     return fault[1] if fault[0] < 0 else None
             return None
 
-    def forced_status(self) -> int | None:
-        """A status the next request must get from fail_next, if any."""
+    def forced_status(self, path: str = "", args: Any = None) -> int | None:
+        """A status this request must get from fail_next, if any."""
         with self._lock:
-            return self._fail_next.pop(0) if self._fail_next else None
+            for n, (status, where) in enumerate(self._fail_next):
+                if where is None or where(path, args):
+                    del self._fail_next[n]
+                    return status
+            return None
 
     def forced_delay(self) -> float:
         """Seconds the next request must wait from delay_next (0: none)."""
         with self._lock:
             return self._delay_next.pop(0) if self._delay_next else 0.0
+
+    def forced_drip(self) -> float:
+        """Milliseconds between the next answer's bytes from drip_next (0: no drip)."""
+        with self._lock:
+            return self._drip_next.pop(0) if self._drip_next else 0.0
 
     def forced_redirect(self) -> str | None:
         """Where the next request must be sent from redirect_next, if anywhere."""
