@@ -16,10 +16,12 @@ from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.exceptions import SyncLifecycleSignal
+from singer_sdk.exceptions import MapExpressionError, StreamMapConfigError, SyncLifecycleSignal
+from singer_sdk.helpers._catalog import get_selected_schema
 from singer_sdk.helpers._state import StateWriter
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, TapCapabilities
 from singer_sdk.helpers.types import TapState
+from singer_sdk.plugin_base import PluginBase
 from singer_sdk.singerlib.encoding.simple import (
     Message,
     RecordMessage,
@@ -38,6 +40,7 @@ from tap_cliniko.settings import (
     check_batch_config,
     check_catalog,
     check_config,
+    check_stream_maps,
     resolve_base_url,
     state_from_document,
 )
@@ -171,6 +174,27 @@ class TapCliniko(Tap):
         # Here, not in sync_all (final in the SDK): the catalog is known, nothing is written yet.
         deselected = any(not all(s.mask.values()) for s in self.streams.values() if s.selected)
         check_batch_config(self.config, fields_deselected=deselected)
+
+    @override
+    def setup_mapper(self) -> None:
+        # The SDK registers a deselected stream with an empty schema, on which any "*" map
+        # fails (its key `id` is gone); it writes nothing, so its whole schema is registered.
+        PluginBase.setup_mapper(self)
+        selected: dict[str, frozenset[str]] = {}
+        registered = []
+        for entry in self.catalog.streams:
+            name = entry.stream or entry.tap_stream_id
+            schema, mask = entry.schema.to_dict(), entry.metadata.resolve_selection()
+            if mask[()]:
+                schema = get_selected_schema(name, schema, mask)
+                selected[name] = frozenset(schema.get("properties", {}))
+            registered.append((name, schema, entry.key_properties))
+        check_stream_maps(self.config.get("stream_maps"), selected)
+        for name, schema, keys in registered:
+            try:
+                self.mapper.register_raw_stream_schema(name, schema, keys)
+            except (StreamMapConfigError, MapExpressionError, NotImplementedError) as exc:
+                raise ClinikoError(f"stream_maps refused for stream {name!r}: {exc}") from None
 
     @override
     def discover_streams(self) -> list[Stream]:

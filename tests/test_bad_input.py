@@ -360,3 +360,31 @@ def test_wrong_port_with_every_stream_fails_once_naming_the_host(
     warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
     assert len(warnings) == 1, "one warning of the failure, not one per attempt or stream"
     assert len(result.stderr.strip().splitlines()) <= 6, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("expression", "field"),
+    [
+        ("md5(record['email'])", "email"),
+        ("md5(email)", "email"),
+        ("md5(self)", "first_name"),
+    ],
+)
+def test_a_star_map_reading_a_field_some_stream_lacks_is_refused_naming_both(
+    tmp_path: Path, sandbox: Any, expression: str, field: str
+) -> None:
+    """Under "*", record['email'] fails mid-sync on a stream without email: refused first."""
+    with sandbox(patients=5, seed=7) as server:
+        prop = "first_name" if field == "first_name" else "email_hash"
+        config = {
+            **GOOD,
+            "api_key": SANDBOX_KEY,
+            "base_url": server.base_url,
+            "stream_maps": {"*": {prop: expression}},
+        }
+        result = run_cli(tmp_path, config)
+        asked = len(server.requests)
+    # appointment_type_billable_items: the first stream by name, and it has neither field.
+    assert_refused(result, "stream_maps '*'", f"'{field}'", "'appointment_type_billable_items'")
+    assert "record.get" in result.stderr
+    assert asked == 0, "refused before anything was asked"
