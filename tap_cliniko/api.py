@@ -15,8 +15,8 @@ import msgspec
 import requests
 
 from tap_cliniko import cliniko
-from tap_cliniko.cliniko import ClinikoError
-from tap_cliniko.concurrency import WRITER, Scheduler
+from tap_cliniko.cliniko import ClinikoError, EveryRequestFails
+from tap_cliniko.concurrency import WRITER, FirstAnswer, Scheduler
 from tap_cliniko.paging import Page, Params
 
 LOGGER = logging.getLogger("tap-cliniko")
@@ -102,7 +102,7 @@ class ClinikoAPI:
         self.session.headers.update({"Accept": "application/json", "User-Agent": user_agent})
         # Until Cliniko first answers 200, an unreachable host is a wrong base_url or shard
         # (fail fast); after that it is an outage worth the long retry budget.
-        self._connected = False
+        self._first_answer = FirstAnswer()
         self._on_first_answer = on_first_answer
 
     def get_page(
@@ -110,8 +110,9 @@ class ClinikoAPI:
     ) -> Page:
         """GET one list page, waiting and retrying as Cliniko's answer asks.
 
-        The retry budget is the time elapsed since the first attempt, waits and slow
-        answers alike. priority: the place in the sync order of the stream asking (see
+        Until Cliniko has answered once, one request at a time is sent (see FirstAnswer):
+        a wrong host or key then fails the run once, not once per stream reading ahead.
+        priority: the place in the sync order of the stream asking (see
         concurrency.Scheduler); a request holds its slot only while it is sent.
         """
         if not cliniko.same_origin(url, self.base_url):
@@ -119,8 +120,30 @@ class ClinikoAPI:
                 f"refusing to send the API key to {urlsplit(url).scheme}://"
                 f"{urlsplit(url).netloc}: Cliniko's next link left {self.base_url}"
             )
+        alone = self._first_answer.take_turn()
+        try:
+            page = self._get_with_retries(url, params, records_key, priority)
+        except EveryRequestFails as exc:
+            if alone:
+                self._first_answer.end_turn(answered=False, verdict=exc)
+            raise
+        except BaseException:
+            if alone:
+                self._first_answer.end_turn(answered=False)
+            raise
+        if alone:
+            if self._on_first_answer:
+                self._on_first_answer()
+            self._first_answer.end_turn(answered=True)
+        return page
+
+    def _get_with_retries(self, url: str, params: Params, records_key: str, priority: int) -> Page:
+        """The retry loop of get_page: the budget is the time elapsed since the first attempt,
+        waits and slow answers alike (an unreachable host: since its first failure)."""
         path = urlsplit(url).path
         started = self._clock()
+        unreachable_since: float | None = None
+        warned: set[str] = set()
         attempt = 0
         allowed = self.timeout
         while True:
@@ -128,41 +151,47 @@ class ClinikoAPI:
             unreachable = False
             try:
                 with self.scheduler.slot(priority):
-                    page = self._get_once(url, params, path, records_key, allowed)
-                if not self._connected:
-                    self._connected = True
-                    if self._on_first_answer:
-                        self._on_first_answer()
-                return page
+                    return self._get_once(url, params, path, records_key, allowed)
             except RetryableResponse as exc:
                 wait = exc.wait if exc.wait is not None else cliniko.backoff_wait(attempt)
                 reason = str(exc)
             except TRANSIENT_ERRORS as exc:
                 wait = cliniko.backoff_wait(attempt)
                 reason = _transient_reason(exc)
-                unreachable = not self._connected and not isinstance(exc, requests.ReadTimeout)
+                unreachable = not self._first_answer.answered and not isinstance(
+                    exc, requests.ReadTimeout
+                )
             except requests.RequestException as exc:
                 # Anything else the HTTP layer raises (a malformed URL, a bad header...) is
                 # not worth retrying; the user gets its kind, never a traceback.
-                raise ClinikoError(
+                raise EveryRequestFails(
                     f"GET {path} failed: {type(exc).__name__}; check base_url and the network"
                 ) from None
-            elapsed = self._clock() - started
-            budget = self.max_retry_seconds
+            now = self._clock()
+            elapsed, budget = now - started, self.max_retry_seconds
             if unreachable:
+                unreachable_since = now if unreachable_since is None else unreachable_since
+                elapsed = now - unreachable_since
                 budget = min(budget, cliniko.CONNECT_RETRY_SECONDS)
             if elapsed + wait >= budget:
                 host = urlsplit(url).netloc
                 if unreachable:
                     raise cliniko.unreachable_error(host, reason, attempt, elapsed)
-                raise ClinikoError(
+                error = ClinikoError if self._first_answer.answered else EveryRequestFails
+                raise error(
                     f"GET {path} on {host} still failing after {attempt} attempts over"
                     f" {elapsed:.0f}s ({reason}): Cliniko may be down or throttling; rerun"
                     " later, or raise max_retry_seconds"
                 )
-            LOGGER.warning(
-                "GET %s: %s; retrying in %.1fs (attempt %d)", path, reason, wait, attempt
-            )
+            if self._first_answer.answered:
+                LOGGER.warning(
+                    "GET %s: %s; retrying in %.1fs (attempt %d)", path, reason, wait, attempt
+                )
+            elif reason not in warned:  # before any answer, one line per kind of failure
+                warned.add(reason)
+                LOGGER.warning(
+                    "GET %s: %s; retrying for up to %.0fs before giving up", path, reason, budget
+                )
             # The next attempt gets at most what is left of the budget: the request ends in it.
             allowed = min(self.timeout, budget - elapsed - wait)
             self._sleep(wait)

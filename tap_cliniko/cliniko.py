@@ -23,6 +23,10 @@ class ClinikoError(Exception):
     """A failure the user can act on, carried as one line with no secret and no record data."""
 
 
+class EveryRequestFails(ClinikoError):
+    """A failure every request of the run would meet too: no answer at all, or a key refused."""
+
+
 class Forbidden(ClinikoError):
     """HTTP 403: the API key's user may not read this list (a role permission)."""
 
@@ -172,7 +176,7 @@ def status_error(status: int, path: str, message: str | None = None) -> ClinikoE
         404: "the path does not exist: check base_url (it should end in /v1)",
     }
     cause = causes.get(status, "Cliniko answered with an unexpected status")
-    error = {403: Forbidden, 404: RouteNotFound}.get(status, ClinikoError)
+    error = {401: EveryRequestFails, 403: Forbidden, 404: RouteNotFound}.get(status, ClinikoError)
     return error(f"HTTP {status} from GET {path}: {cause}")
 
 
@@ -183,12 +187,14 @@ def connection_failure(exc: Exception) -> str:
         return "host name not found"
     if "Connection refused" in text or "ConnectionRefusedError" in text:
         return "connection refused"
+    if "RemoteDisconnected" in text or "ConnectionResetError" in text:
+        return "connection closed without an answer"
     return type(exc).__name__
 
 
-def unreachable_error(host: str, reason: str, attempts: int, waited: float) -> ClinikoError:
+def unreachable_error(host: str, reason: str, attempts: int, waited: float) -> EveryRequestFails:
     """Explain a host never reached: almost always a wrong base_url or key suffix."""
-    return ClinikoError(
+    return EveryRequestFails(
         f"cannot reach {host} ({reason}; {attempts} attempts over {waited:.0f}s): check"
         " base_url, or, without base_url, the shard suffix of api_key (-au1, -uk2, ...)"
     )

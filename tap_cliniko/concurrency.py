@@ -92,6 +92,47 @@ class Scheduler:
             granted.set()
 
 
+class FirstAnswer:
+    """Until the server has answered once, one request at a time asks it.
+
+    Every selected stream starts reading at once, so a wrong host or key would otherwise be
+    tried, retried and logged by dozens of requests side by side. The one asking first
+    learns it alone; a failure every request would meet too (its `verdict`) is then
+    raised to each of them at once, and anything else lets the next one ask.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._asking = False
+        self._verdict: BaseException | None = None
+        self.answered = False
+
+    def take_turn(self) -> bool:
+        """Wait until this request may be sent: True when it asks alone (answered: False).
+
+        Raises the verdict, if a request already failed for every request.
+        """
+        with self._changed:
+            while True:
+                if self._verdict is not None:
+                    raise type(self._verdict)(*self._verdict.args) from None
+                if self.answered:
+                    return False
+                if not self._asking:
+                    self._asking = True
+                    return True
+                self._changed.wait()
+
+    def end_turn(self, *, answered: bool, verdict: BaseException | None = None) -> None:
+        """The request asking alone is done: the server answered it, or it failed."""
+        with self._changed:
+            self._asking = False
+            self.answered = self.answered or answered
+            if verdict is not None:
+                self._verdict = verdict
+            self._changed.notify_all()
+
+
 _END = object()
 
 

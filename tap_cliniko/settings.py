@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -298,3 +300,88 @@ def check_batch_config(config: Mapping[str, Any], fields_deselected: bool) -> No
             " batch files before maps, flattening and field selection apply, so dropped or"
             " hashed fields would reach them; remove batch_config (or the other setting)"
         )
+
+
+#: Names a stream map expression has besides the record's fields (singer_sdk.mapper).
+MAP_NAMES = frozenset(
+    {"record", "_", "config", "fake", "__stream_name__", "__original_stream_name__"}
+    | {"float", "int", "rand", "randint", "str", "md5", "sha256", "datetime", "bool", "json"}
+)
+#: The stream map value that drops a field (or a whole stream).
+NULL = "__NULL__"
+#: Stream map options whose values are no expression on the record.
+MAP_OPTIONS = frozenset({"__source__", "__alias__", "__key_properties__", "__else__"})
+
+
+def check_stream_maps(stream_maps: object, fields: Mapping[str, frozenset[str]]) -> None:
+    """Refuse a map that reads a field some stream it applies to lacks, naming both.
+
+    fields: the selected streams' top-level fields. A map keyed "*" applies to every
+    stream, and `record['email']` in a stream without email would fail mid-sync, after
+    output was written; `record.get('email')` or `'email' in record` reads it safely.
+    """
+    if not isinstance(stream_maps, Mapping):
+        return
+    for key, definition in stream_maps.items():
+        if not isinstance(definition, Mapping) or str(key).startswith("__"):
+            continue
+        source = str(definition.get("__source__", key))
+        for stream in sorted(fields):
+            if stream != source and not fnmatch.fnmatchcase(stream, source):
+                continue
+            for prop, expression in definition.items():
+                if prop in MAP_OPTIONS or not isinstance(expression, str) or expression == NULL:
+                    continue
+                missing = sorted(fields_read(expression, prop) - fields[stream])
+                if missing:
+                    raise ClinikoError(
+                        f"stream_maps {key!r} reads {missing[0]!r} (in {prop!r}), which stream"
+                        f" {stream!r} does not have: read it as record.get('{missing[0]}'), or"
+                        " key the map by the streams that have it"
+                    )
+
+
+def fields_read(expression: str, prop: str) -> frozenset[str]:
+    """The record fields a stream map expression reads without checking they exist.
+
+    `record['f']`, `_['f']`, a bare `f` and `self` (the mapped property) read a field;
+    `record.get('f')` or `'f' in record` anywhere in the expression guards it.
+    """
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError:
+        return frozenset()  # the SDK refuses it, in its own words
+    read: set[str] = set()
+    guarded: set[str] = set()
+    bound = {
+        target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.comprehension)
+        for target in ast.walk(node.target)
+        if isinstance(target, ast.Name)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and _is_record(node.value):
+            if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                read.add(node.slice.value)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and _is_record(node.func.value)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            guarded.add(str(node.args[0].value))
+        elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant):
+            if any(isinstance(op, ast.In | ast.NotIn) for op in node.ops) and any(
+                _is_record(c) for c in node.comparators
+            ):
+                guarded.add(str(node.left.value))
+        elif isinstance(node, ast.Name) and node.id not in MAP_NAMES | bound:
+            read.add(prop if node.id == "self" else node.id)
+    return frozenset(read - guarded)
+
+
+def _is_record(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id in ("record", "_")

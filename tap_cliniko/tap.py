@@ -16,10 +16,12 @@ from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.exceptions import SyncLifecycleSignal
+from singer_sdk.exceptions import MapExpressionError, StreamMapConfigError, SyncLifecycleSignal
+from singer_sdk.helpers._catalog import get_selected_schema
 from singer_sdk.helpers._state import StateWriter
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, TapCapabilities
 from singer_sdk.helpers.types import TapState
+from singer_sdk.plugin_base import PluginBase
 from singer_sdk.singerlib.encoding.simple import (
     Message,
     RecordMessage,
@@ -38,6 +40,7 @@ from tap_cliniko.settings import (
     check_batch_config,
     check_catalog,
     check_config,
+    check_stream_maps,
     resolve_base_url,
     state_from_document,
 )
@@ -51,14 +54,28 @@ READ_AHEAD_PAGES = 50
 SDK_UNHANDLED_ERROR = "An unhandled error occurred while syncing '%s'"
 SDK_UNSORTED_WARNING = "Stream is assumed to be unsorted"
 SDK_CONFIG_INVALID = "Config validation failed"
+SDK_STARTING_LINE = "Starting incremental sync of"
+SDK_METRICS_LOGGER = "singer_sdk.metrics"
 
 
 class QuietKnownNoise(logging.Filter):
     """Drops SDK log lines that mislead or repeat here; README says what they meant."""
 
+    #: True while a stream's start is worked out ahead of its turn: the SDK logs where the
+    #: stream starts then, and again at its turn.
+    planning = False
+
+    #: The writer of the tap running: until Cliniko answers, it holds the output.
+    writer: BufferedWriter | None = None
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg == SDK_CONFIG_INVALID:
             return False
+        if self.planning and str(record.msg).startswith(SDK_STARTING_LINE):
+            return False
+        if record.name == SDK_METRICS_LOGGER:
+            # Before Cliniko has answered, metrics count nothing and bury the error line.
+            return self.writer is None or self.writer.held is None
         if record.msg == SDK_UNHANDLED_ERROR:
             # Logged inside the SDK's `except`: a ClinikoError is reported by main() in one
             # line, and a lifecycle signal (--test's record limit) is no error at all.
@@ -144,16 +161,40 @@ class TapCliniko(Tap):
     capabilities: ClassVar[list[CapabilitiesEnum]] = [*Tap.capabilities, TapCapabilities.TEST]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        logging.getLogger("singer_sdk").addFilter(QUIET_KNOWN_NOISE)
+        for name in ("singer_sdk", SDK_METRICS_LOGGER):
+            logging.getLogger(name).addFilter(QUIET_KNOWN_NOISE)
         super().__init__(*args, **kwargs)
         self._state_writer = LockedStateWriter(self.message_writer)
-        if isinstance(self.message_writer, BufferedWriter):
-            self.message_writer.held = []
+        writer = self.message_writer
+        if isinstance(writer, BufferedWriter):
+            writer.held = []
+            QUIET_KNOWN_NOISE.writer = writer
             if self.config.get("flattening_enabled"):
-                self.message_writer.flattened = {}
+                writer.flattened = {}
         # Here, not in sync_all (final in the SDK): the catalog is known, nothing is written yet.
         deselected = any(not all(s.mask.values()) for s in self.streams.values() if s.selected)
         check_batch_config(self.config, fields_deselected=deselected)
+
+    @override
+    def setup_mapper(self) -> None:
+        # The SDK registers a deselected stream with an empty schema, on which any "*" map
+        # fails (its key `id` is gone); it writes nothing, so its whole schema is registered.
+        PluginBase.setup_mapper(self)
+        selected: dict[str, frozenset[str]] = {}
+        registered = []
+        for entry in self.catalog.streams:
+            name = entry.stream or entry.tap_stream_id
+            schema, mask = entry.schema.to_dict(), entry.metadata.resolve_selection()
+            if mask[()]:
+                schema = get_selected_schema(name, schema, mask)
+                selected[name] = frozenset(schema.get("properties", {}))
+            registered.append((name, schema, entry.key_properties))
+        check_stream_maps(self.config.get("stream_maps"), selected)
+        for name, schema, keys in registered:
+            try:
+                self.mapper.register_raw_stream_schema(name, schema, keys)
+            except (StreamMapConfigError, MapExpressionError, NotImplementedError) as exc:
+                raise ClinikoError(f"stream_maps refused for stream {name!r}: {exc}") from None
 
     @override
     def discover_streams(self) -> list[Stream]:
@@ -198,18 +239,26 @@ class TapCliniko(Tap):
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        if not raise_errors:
-            return super()._validate_config(raise_errors=False)
-        check_config(self.config)
-        # The SDK warns "Config validation failed" too; the one error line below says what.
+        # The SDK warns "Config validation failed" too: --discover needs no key (README),
+        # and a sync gets the one error line below saying what.
         self.logger.addFilter(QUIET_KNOWN_NOISE)
         try:
+            if not raise_errors:
+                return super()._validate_config(raise_errors=False)
+            check_config(self.config)
             errors = super()._validate_config(raise_errors=False)
         finally:
             self.logger.removeFilter(QUIET_KNOWN_NOISE)
         if errors:
             raise ClinikoError(f"invalid config: {errors[0]}")
         return errors
+
+    # The SDK marks write_schemas final for typing only; this extends it and changes nothing.
+    @override  # type: ignore[misc]
+    def write_schemas(self) -> None:
+        super().write_schemas()
+        # --test=schema asks Cliniko nothing, so no answer would release the SCHEMA lines.
+        self._release_output()
 
     @cached_property
     def forbidden_streams(self) -> set[str]:
@@ -258,7 +307,11 @@ class TapCliniko(Tap):
                 # Where the stream starts, as the SDK works it out at the stream's turn; its
                 # marker is taken out again, so STATEs written meanwhile are unchanged.
                 written = STARTING_MARKER in selected.stream_state  # the first stream's turn
-                selected._write_starting_replication_value(None)
+                QUIET_KNOWN_NOISE.planning = True  # the SDK logs the start at the turn too
+                try:
+                    selected._write_starting_replication_value(None)
+                finally:
+                    QUIET_KNOWN_NOISE.planning = False
                 selected.planned_start = (selected.get_starting_timestamp(None),)
                 if not written:
                     selected.stream_state.pop(STARTING_MARKER, None)

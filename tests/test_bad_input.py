@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tap_cliniko.cliniko import CONNECT_RETRY_SECONDS, backoff_wait
 from tests.conftest import SANDBOX_KEY, USER_AGENT
 
 TAP = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
@@ -272,3 +278,113 @@ def test_server_refusals_are_explained_in_one_line(
         result = run_cli(tmp_path, config)
     assert_refused(result, *words)
     assert config["api_key"] not in result.stderr + result.stdout
+
+
+def test_wrong_key_with_every_stream_is_one_request_and_one_line(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    """Every default stream reads ahead at once; a refused key is learned once, not per stream."""
+    with sandbox(patients=5, seed=6) as server:
+        config = {**GOOD, "api_key": "not0the0key-au1", "base_url": server.base_url}
+        result = run_cli(tmp_path, config)  # no catalog: every default stream selected
+        asked = len(server.requests)
+    assert_refused(result, "401")
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("tap-cliniko: error: HTTP 401"), lines[-1]
+    assert not [line for line in lines if "METRIC" in line], "metrics of a run that read nothing"
+    assert len(lines) <= 5, "the error line is buried:\n" + "\n".join(lines)
+    assert asked == 1, f"{asked} requests: every stream asked, not the first alone"
+
+
+def test_discover_without_api_key_warns_of_nothing(tmp_path: Path) -> None:
+    """README: --discover needs no key; the SDK's "Config validation failed" misleads."""
+    result = run_cli(tmp_path, {"user_agent": USER_AGENT}, extra=["--discover"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["streams"], "the catalog was written"
+    assert "validation failed" not in result.stderr, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
+
+
+@contextmanager
+def hanging_up_port() -> Iterator[tuple[int, list[int]]]:
+    """A local port that accepts each connection and closes it at once (not Cliniko)."""
+    accepted: list[int] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return  # closed: the test is over
+            accepted.append(1)
+            connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield int(listener.getsockname()[1]), accepted
+    finally:
+        listener.close()
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+#: Attempts one request makes within the connect budget: 1 s, 2 s, 4 s ... apart.
+CONNECT_ATTEMPTS = next(
+    n for n in range(1, 20) if sum(backoff_wait(a) for a in range(1, n + 1)) > CONNECT_RETRY_SECONDS
+)
+
+
+@pytest.mark.parametrize("port_is", ["closed", "hanging up"])
+def test_wrong_port_with_every_stream_fails_once_naming_the_host(
+    tmp_path: Path, port_is: str
+) -> None:
+    """Dozens of streams start reading at once: the first one alone learns the host is wrong."""
+    with hanging_up_port() as (listening, accepted):
+        port = closed_port() if port_is == "closed" else listening
+        config = {**GOOD, "base_url": f"http://127.0.0.1:{port}/v1"}
+        result = run_cli(tmp_path, config)  # no catalog: every default stream selected
+    assert_refused(result, f"cannot reach 127.0.0.1:{port}", "base_url", "shard suffix")
+    error = result.stderr.strip().splitlines()[-1]
+    attempts = int(re.search(r"(\d+) attempts", error).group(1))  # type: ignore[union-attr]
+    assert attempts <= CONNECT_ATTEMPTS, error
+    if port_is == "hanging up":
+        assert len(accepted) == attempts, f"{len(accepted)} connections: not the first alone"
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, "one warning of the failure, not one per attempt or stream"
+    assert len(result.stderr.strip().splitlines()) <= 6, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("expression", "field"),
+    [
+        ("md5(record['email'])", "email"),
+        ("md5(email)", "email"),
+        ("md5(self)", "first_name"),
+    ],
+)
+def test_a_star_map_reading_a_field_some_stream_lacks_is_refused_naming_both(
+    tmp_path: Path, sandbox: Any, expression: str, field: str
+) -> None:
+    """Under "*", record['email'] fails mid-sync on a stream without email: refused first."""
+    with sandbox(patients=5, seed=7) as server:
+        prop = "first_name" if field == "first_name" else "email_hash"
+        config = {
+            **GOOD,
+            "api_key": SANDBOX_KEY,
+            "base_url": server.base_url,
+            "stream_maps": {"*": {prop: expression}},
+        }
+        result = run_cli(tmp_path, config)
+        asked = len(server.requests)
+    # appointment_type_billable_items: the first stream by name, and it has neither field.
+    assert_refused(result, "stream_maps '*'", f"'{field}'", "'appointment_type_billable_items'")
+    assert "record.get" in result.stderr
+    assert asked == 0, "refused before anything was asked"

@@ -7,6 +7,8 @@ its STATE), however far ahead its pages were read.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -118,11 +120,20 @@ KEY = "sandbox0test0key-au1"
 
 @pytest.mark.parametrize("slots", [1, 8])
 def test_a_whole_sync_reads_streams_side_by_side_and_writes_them_one_after_another(
-    account: SandboxServer, slots: int
+    account: SandboxServer, slots: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every default stream, read ahead, within max_concurrency; the output stays in order."""
     account.requests.clear()
-    result = run_tap(tap_config(account.base_url, max_concurrency=slots), streams=None)
+    with caplog.at_level(logging.INFO):
+        result = run_tap(tap_config(account.base_url, max_concurrency=slots), streams=None)
+    # Where a stream starts is worked out when it is read ahead and again at its turn; the
+    # log says it once.
+    starts = [
+        match.group(1)
+        for record in caplog.records
+        if (match := re.match(r"Starting incremental sync of '(\w+)'", record.getMessage()))
+    ]
+    assert starts and len(starts) == len(set(starts)), f"logged twice: {sorted(starts)}"
     runs = stream_runs(result)
     assert len(runs) == len(set(runs)), f"a stream's records were split: {runs}"
     # After each stream's records, its bookmark is in the next STATE, before anything else.

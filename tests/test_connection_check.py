@@ -44,3 +44,32 @@ def test_connection_check_with_a_wrong_key_fails_in_one_line(sandbox: Any, tmp_p
     assert last.startswith("tap-cliniko: error: HTTP 401"), last
     assert "Traceback" not in result.stderr
     assert "wrong0key0value" not in result.stdout + result.stderr
+
+
+def test_schema_test_prints_every_streams_schema_and_no_record(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    """`--test=schema` asks Cliniko nothing: no answer would release the held SCHEMA lines."""
+    with sandbox(patients=5, seed=93) as server:
+        config = tap_config(server.base_url)
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(config))
+        catalog = subprocess.run(
+            [TAP, "--config", path, "--discover"], capture_output=True, text=True, check=True
+        )
+        result = subprocess.run(
+            [TAP, "--config", path, "--test=schema"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        asked = len(server.requests)
+    assert result.returncode == 0, result.stderr[-2000:]
+    messages = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert {m["type"] for m in messages} == {"SCHEMA"}, "SCHEMA lines only, no RECORD or STATE"
+    streams = [m["stream"] for m in messages]
+    # The SDK's test selects every stream, as --test does (README: Checking the connection).
+    every = {entry["tap_stream_id"] for entry in json.loads(catalog.stdout)["streams"]}
+    assert sorted(streams) == sorted(every), "one SCHEMA per stream"
+    assert asked == 0, "nothing was asked of Cliniko"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import USER_AGENT
 from tests.lookalike import serve_json
@@ -180,3 +181,58 @@ def test_redirect_is_not_followed_and_its_target_gets_no_credential(
     assert not any("Authorization" in headers for headers in target_seen), "credential sent"
     assert target_seen == [], "the redirect was followed"
     assert_clean(stdout + stderr, CANARY, "output")
+
+
+def readme_stream_map() -> dict[str, Any]:
+    """The tap-cliniko config of README's stream map recipe (the YAML block under Privacy)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Privacy", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    return dict(yaml.safe_load(block)["plugins"]["extractors"][0]["config"])
+
+
+@pytest.mark.parametrize("key", ["*", "*patients"])
+def test_readme_stream_map_hashes_and_drops_in_every_stream(
+    tmp_path: Path, sandbox: Any, key: str
+) -> None:
+    """README's recipe, as written and keyed "*patients", with every default stream selected.
+
+    Streams the catalog leaves out (the clinical ones) and streams without an e-mail are
+    matched by "*" too; the run must neither fail nor leave a name or e-mail in clear.
+    """
+    recipe = readme_stream_map()
+    assert list(recipe["stream_maps"]) == ["*"], "README's recipe is keyed '*'"
+    salt = "a-long-random-secret"
+    with sandbox(patients=60, seed=23) as server:
+        config = {
+            "api_key": server.config.api_key,
+            "user_agent": USER_AGENT,
+            "base_url": server.base_url,
+            "stream_maps": {key: recipe["stream_maps"]["*"]},
+            "stream_map_config": {"hash_salt": salt},
+        }
+        stdout, stderr, code = run_logged(tmp_path, config)
+        emails = {
+            entry["record"]["email"]
+            for entry in server.store.snapshot().values()
+            if entry["record"].get("email")
+        }
+    assert code == 0, stderr[-2000:]
+    assert "Traceback" not in stderr
+    records = [m for m in map(json.loads, stdout.splitlines()) if m["type"] == "RECORD"]
+    mapped = {"patients", "archived_patients", "deleted_patients"}
+    kept_names = set()
+    hashed = 0
+    for message in records:
+        stream, record = message["stream"], message["record"]
+        if key == "*" or stream in mapped:
+            assert "first_name" not in record and "last_name" not in record, stream
+            email = record.get("email")
+            assert email is None or re.fullmatch(r"[0-9a-f]{64}", email), stream
+            hashed += email is not None
+        elif "first_name" in record:
+            kept_names.add(stream)
+    assert {m["stream"] for m in records} > mapped, "every default stream was synced"
+    assert hashed, "some patients have an e-mail to hash"
+    assert not [e for e in emails if e in stdout], "an e-mail in clear"
+    if key == "*patients":
+        assert kept_names, "streams other than the patient ones are left alone"

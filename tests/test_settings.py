@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from tap_cliniko.cliniko import ClinikoError
-from tap_cliniko.settings import check_batch_config, check_catalog, state_from_document
+from tap_cliniko.settings import (
+    check_batch_config,
+    check_catalog,
+    check_stream_maps,
+    fields_read,
+    state_from_document,
+)
 
 STATE = {"bookmarks": {"patients": {"replication_key_value": "2024-01-01T00:00:00Z"}}}
 STREAMS = frozenset({"patients", "archived_patients", "deleted_patients"})
@@ -79,3 +85,34 @@ def test_batch_is_refused_only_with_what_batch_files_skip(
             check_batch_config(config, fields_deselected=deselected)
     else:
         check_batch_config(config, fields_deselected=deselected)
+
+
+@pytest.mark.parametrize(
+    ("expression", "read"),
+    [
+        ("md5(record['email'])", {"email"}),
+        ("md5(_['email'])", {"email"}),
+        ("md5(email)", {"email"}),
+        ("md5(self)", {"prop"}),
+        ("sha256(config['salt'] + record['email']) if record.get('email') else None", set()),
+        ("md5(email) if 'email' in record else None", set()),
+        ("[t for t in tags]", {"tags"}),
+        ("fake.email() + str(__stream_name__)", set()),
+        ("not valid (", set()),
+    ],
+)
+def test_fields_read_without_a_check(expression: str, read: set[str]) -> None:
+    assert fields_read(expression, "prop") == read
+
+
+def test_stream_maps_reading_a_missing_field_are_refused_only_where_it_is_missing() -> None:
+    fields = {"patients": frozenset({"id", "email"}), "businesses": frozenset({"id"})}
+    check_stream_maps({"patients": {"h": "md5(record['email'])"}}, fields)
+    check_stream_maps({"*": {"email": "__NULL__", "h": "md5(id)"}}, fields)
+    check_stream_maps({"*": {"__filter__": "record.get('email') is not None"}}, fields)
+    with pytest.raises(ClinikoError, match=r"'email'.*'businesses'"):
+        check_stream_maps({"*": {"h": "md5(record['email'])"}}, fields)
+    with pytest.raises(ClinikoError, match="'businesses'"):
+        check_stream_maps({"b*": {"h": "md5(email)"}}, fields)
+    with pytest.raises(ClinikoError, match="'businesses'"):
+        check_stream_maps({"alias": {"__source__": "businesses", "h": "md5(email)"}}, fields)
