@@ -29,9 +29,29 @@ class NotSearchable(ClinikoError):
 class RetryableResponse(Exception):
     """A response worth asking again for: 429, 5xx, or a body that is not the JSON expected."""
 
-    def __init__(self, reason: str, wait: float | None = None) -> None:
+    def __init__(self, reason: str, wait: float | None = None, status: int | None = None) -> None:
         super().__init__(reason)
         self.wait = wait
+        self.status = status  # the HTTP status Cliniko answered with, if it answered one
+
+
+class _Turn:
+    """One request's place in FirstAnswer: whether it is the one asking alone right now."""
+
+    def __init__(self, first_answer: FirstAnswer) -> None:
+        self._first_answer = first_answer
+        self.alone = False
+
+    def take(self) -> None:
+        """Wait for this request's turn (nothing to wait for once Cliniko has answered)."""
+        if not self.alone:
+            self.alone = self._first_answer.take_turn()
+
+    def end(self, *, answered: bool, verdict: BaseException | None = None) -> None:
+        """Let the next request ask, if this one was asking alone."""
+        if self.alone:
+            self.alone = False
+            self._first_answer.end_turn(answered=answered, verdict=verdict)
 
 
 @dataclass
@@ -120,24 +140,23 @@ class ClinikoAPI:
                 f"refusing to send the API key to {urlsplit(url).scheme}://"
                 f"{urlsplit(url).netloc}: Cliniko's next link left {self.base_url}"
             )
-        alone = self._first_answer.take_turn()
+        turn = _Turn(self._first_answer)
         try:
-            page = self._get_with_retries(url, params, records_key, priority)
+            page = self._get_with_retries(url, params, records_key, priority, turn)
         except EveryRequestFails as exc:
-            if alone:
-                self._first_answer.end_turn(answered=False, verdict=exc)
+            turn.end(answered=False, verdict=exc)
             raise
         except BaseException:
-            if alone:
-                self._first_answer.end_turn(answered=False)
+            turn.end(answered=False)
             raise
-        if alone:
-            if self._on_first_answer:
-                self._on_first_answer()
-            self._first_answer.end_turn(answered=True)
+        if turn.alone and self._on_first_answer:
+            self._on_first_answer()
+        turn.end(answered=True)
         return page
 
-    def _get_with_retries(self, url: str, params: Params, records_key: str, priority: int) -> Page:
+    def _get_with_retries(
+        self, url: str, params: Params, records_key: str, priority: int, turn: _Turn
+    ) -> Page:
         """The retry loop of get_page: the budget is the time elapsed since the first attempt,
         waits and slow answers alike (an unreachable host: since its first failure)."""
         path = urlsplit(url).path
@@ -149,12 +168,17 @@ class ClinikoAPI:
         while True:
             attempt += 1
             unreachable = False
+            turn.take()
             try:
                 with self.scheduler.slot(priority):
                     return self._get_once(url, params, path, records_key, allowed)
             except RetryableResponse as exc:
                 wait = exc.wait if exc.wait is not None else cliniko.backoff_wait(attempt)
                 reason = str(exc)
+                if exc.status is not None:
+                    # Cliniko itself answered (5xx, 429): the host is right, and this route's
+                    # trouble is its own; the next request may ask while this one waits.
+                    turn.end(answered=False)
             except TRANSIENT_ERRORS as exc:
                 wait = cliniko.backoff_wait(attempt)
                 reason = _transient_reason(exc)
@@ -216,9 +240,9 @@ class ClinikoAPI:
         if status == 429:
             wait = cliniko.rate_limit_wait(response.headers, self._wall_clock())
             self.budget.pause(wait)
-            raise RetryableResponse("429 rate limited", wait=wait)
+            raise RetryableResponse("429 rate limited", wait=wait, status=status)
         if status >= 500:
-            raise RetryableResponse(f"HTTP {status}")
+            raise RetryableResponse(f"HTTP {status}", status=status)
         if status == 400 and _message(content) == cliniko.NOT_SEARCHABLE:
             raise NotSearchable(f"HTTP 400 from GET {path}: {cliniko.NOT_SEARCHABLE}")
         if status != 200:
