@@ -190,7 +190,11 @@ class ClinikoStream(RESTStream[Any]):
     def _since(self, column: str, start: datetime, context: Context | None) -> list[str]:
         """The filter selecting rows changed since start, as far as this account allows."""
         learned = self.get_context_state(context).get(LEARNED_FALLBACKS, {})
-        instead = learned.get(column, column)
+        instead: str | None = column
+        for _ in range(len(learned)):  # a fallback may itself have been refused or ignored
+            if instead not in learned:
+                break
+            instead = learned[instead]
         return [cliniko.since_filter(instead, start)] if instead else []
 
     def _scan(
@@ -240,6 +244,13 @@ class ClinikoStream(RESTStream[Any]):
         except NotSearchable:
             instead = self._learn_filter(filters, context)
             yield from self._scan(instead, context, path, records_key)
+        except paging.FilterIgnored as exc:
+            # Rows before a bookmark's filter: that filter selects nothing here. Ids and
+            # created_at are the pagers' own filters, for which no other way is left.
+            if not filters or not filters[0].startswith(f"{exc.column}:"):
+                raise
+            instead = self._learn_filter(filters, context, ignored=True)
+            yield from self._scan(instead, context, path, records_key)
         except (paging.OutOfOrder, cliniko.SortRefused) as exc:
             if mode != paging.ID_MODE:
                 raise
@@ -247,10 +258,14 @@ class ClinikoStream(RESTStream[Any]):
             with STATE_LOCK:
                 state[PAGING_MODE] = paging.CREATED_MODE
             LOGGER.warning(
-                "%s: Cliniko %s sort=id here; paging by %s instead (nothing is skipped;"
+                "%s: Cliniko %s here; paging by %s instead (nothing is skipped;"
                 " rows already sent may come again)",
                 self.name,
-                "refused" if isinstance(exc, cliniko.SortRefused) else "ignored",
+                "refused sort=id"
+                if isinstance(exc, cliniko.SortRefused)
+                else "ignored the id filter (id:>)"
+                if isinstance(exc, paging.CursorIgnored)
+                else "ignored sort=id",
                 paging.LINKS_MODE if self.append_only else paging.CREATED_MODE,
             )
             yield from self._scan(filters, context, path, records_key)
@@ -290,26 +305,35 @@ class ClinikoStream(RESTStream[Any]):
             self.name.replace("_", " "),
         )
 
-    def _learn_filter(self, filters: list[str], context: Context | None) -> list[str]:
-        """Remember in state what to filter on instead of a column Cliniko cannot search."""
+    def _learn_filter(
+        self, filters: list[str], context: Context | None, ignored: bool = False
+    ) -> list[str]:
+        """Remember in state what to filter on instead of a column Cliniko cannot search.
+
+        ignored: Cliniko took the filter and ignored it. Without a fallback the list is then
+        read without it, which sends more rows, never fewer.
+        """
         column = filters[0].split(":", 1)[0] if filters else ""
-        if column not in self.fallbacks:
+        if column not in self.fallbacks and not ignored:
             raise ClinikoError(
                 f"{self.name}: Cliniko cannot filter on {column or 'this list'} here and the"
                 " tap knows no other way: please report this with the tap's version"
             )
-        instead = self.fallbacks[column]
+        instead = self.fallbacks.get(column)
         # Kept in the stream's state, so later runs do not ask for the refused filter again.
         state = self.get_context_state(context)
         with STATE_LOCK:
             state.setdefault(LEARNED_FALLBACKS, {})[column] = instead
-        LOGGER.info(
-            "%s: Cliniko cannot filter on %s here; using %s instead",
+        (LOGGER.warning if ignored else LOGGER.info)(
+            "%s: Cliniko %s %s here; using %s instead",
             self.name,
+            "ignores the filter on" if ignored else "cannot filter on",
             column,
             instead or "no filter",
         )
-        return [f"{instead}:{filters[0].split(':', 1)[1]}"] if instead else []
+        replaced = [f"{instead}:{filters[0].split(':', 1)[1]}"] if instead else []
+        # An ignored filter's neighbours (the hidden rows' filters) still hold.
+        return [*replaced, *filters[1:]] if ignored else replaced
 
     def _note_answer(self, page: Page) -> None:
         """Keep the earliest moment Cliniko answered this stream with a page it used.

@@ -13,12 +13,19 @@ pager that follows `links.next` as given can skip a row for good. Three modes, b
   default order is `created_at` ascending and `created_at` is a documented filter, so the
   pager asks for `created_at >= the last value seen` and drops the ids it already has.
 - `links`: `links.next` as given, only for lists rows never leave (deleted rows).
+
+Every page is checked against what its own request asked and what Cliniko said of it: rows
+outside the page's filters (at or below the id cursor, before the bookmark) mean a filter
+is ignored; fewer rows or no next page where its total_entries counts more mean a glitch,
+and the page is asked again. Every mode moves forward on each request (the id cursor,
+created_at, a link not followed before), so no list is read forever.
 """
 
 from __future__ import annotations
 
 import math
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -34,6 +41,12 @@ Params = list[tuple[str, str]]
 ID_MODE, CREATED_MODE, LINKS_MODE = "id", "created_at", "links"
 #: How often one second's rows are re-read when rows leave it while it is being paged.
 SECOND_REREADS = 5
+#: How often a page contradicting its own total_entries is asked again before its list fails.
+REASKS = 2
+#: Pages a list read by page number may take beyond those its total_entries allows.
+PAGE_SLACK = 2
+#: A q[] filter the rows of a page can be checked against: column, operator, bound.
+_BOUND = re.compile(r"^(\w+):(>=|<=|>|<)(.+)$")
 
 
 @dataclass
@@ -51,6 +64,107 @@ Fetch = Callable[[str, Params], Page]
 
 class OutOfOrder(ClinikoError):
     """Cliniko did not return the rows in the order asked for (a sort it ignores)."""
+
+
+class CursorIgnored(OutOfOrder):
+    """Cliniko returned rows at or below the id:> cursor asked for (an id filter it ignores)."""
+
+
+class FilterIgnored(ClinikoError):
+    """Cliniko returned rows outside a timestamp filter asked for (a filter it ignores)."""
+
+    def __init__(self, message: str, column: str) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+class ListIncomplete(ClinikoError):
+    """Cliniko's answers do not let a list be read whole: its pages or links contradict it."""
+
+
+def checked(fetch: Fetch) -> Fetch:
+    """fetch, refusing rows outside each request's filters and re-asking a page that
+    contradicts its own total_entries (REASKS times, then the list fails)."""
+
+    def ask(url: str, params: Params) -> Page:
+        for _ in range(REASKS + 1):
+            page = fetch(url, params)
+            refuse_outside(page.rows, params, url)
+            problem = contradiction(page, params)
+            if problem is None:
+                return page
+        raise ListIncomplete(
+            f"GET {urlsplit(url).path}: {problem}, {REASKS + 1} times; the stream stops here"
+            " and its bookmark stays where it was: rerun the sync later"
+        )
+
+    return ask
+
+
+def refuse_outside(rows: list[dict[str, Any]], params: Params, url: str) -> None:
+    """Refuse rows outside the q[] bounds asked for: ids above id:>, timestamps within theirs.
+
+    id:< is not checked here: a window trims rows past its end (see _Window.keep).
+    """
+    for key, value in params:
+        bound = _BOUND.match(value) if key == "q[]" else None
+        if bound is None:
+            continue
+        column, operator, limit = bound.groups()
+        if column == "id":
+            if operator == ">" and any(int(row_id(r) or 0) <= int(limit) for r in rows):
+                raise CursorIgnored(
+                    f"GET {urlsplit(url).path}: Cliniko returned rows at or below id {limit}"
+                    " when asked for ids above it (it ignores the id filter here)"
+                )
+            continue
+        moment = parse_time(limit)
+        if moment is None:
+            continue
+        for row in rows:
+            stamp = parse_time(row.get(column))
+            if stamp is not None and not _within(stamp, operator, moment):
+                raise FilterIgnored(
+                    f"GET {urlsplit(url).path}: Cliniko returned rows outside the filter"
+                    f" {column}:{operator}{limit} it was asked for, so no way of paging can"
+                    " read this list safely: please report this with the tap's version",
+                    column,
+                )
+
+
+def _within(stamp: datetime, operator: str, moment: datetime) -> bool:
+    if operator == ">=":
+        return stamp >= moment
+    if operator == ">":
+        return stamp > moment
+    if operator == "<=":
+        return stamp <= moment
+    return stamp < moment
+
+
+def contradiction(page: Page, params: Params) -> str | None:
+    """What a page says against its own total_entries (None: nothing).
+
+    Its total counts the rows matching its own request, so page N of per_page rows must
+    hold every counted row after the pages before it, up to per_page, and have a next page
+    while more are counted. Rows leaving between two requests change the next total, never
+    make one answer contradict itself.
+    """
+    total = page.total_entries
+    asked = dict(params)
+    try:
+        per_page = int(asked.get("per_page", "0"))
+        number = int(asked.get("page", "1"))
+    except ValueError:
+        return None
+    if total is None or (number > 1 and per_page < 1):
+        return None
+    before, got = (number - 1) * per_page, len(page.rows)
+    if per_page > 0 and got < min(per_page, total - before):
+        return f"Cliniko answered {got} rows where its total_entries ({total}) says more"
+    if (not page.next_link or not page.rows) and total > before + got:
+        return f"Cliniko gave no next page after {before + got} rows of the {total} it counts"
+    return None
 
 
 def follow(
@@ -98,6 +212,7 @@ def scan(
     cut into id windows read side by side (see _Windows). whole: the list is read without
     a filter of changes, so it is likely long: its top page is asked with page one.
     """
+    fetch = checked(fetch)
     if concurrency > 1 and whole:
         yield from _Windows(fetch, concurrency).from_both_ends(url, params)
         return
@@ -277,8 +392,10 @@ def scan_by_created(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:
     Each request asks for `created_at >= the newest value seen`, so a row leaving the list
     cannot shift anyone past the pager; rows of that second already yielded are dropped by
     id. A second holding more rows than a page is read page by page on its own, again
-    from its start whenever its count changes while it is read.
+    from its start whenever its count changes while it is read. `since` moves forward on
+    every request (rows before it are refused), so the read ends.
     """
+    fetch = checked(fetch)
     base = [
         (key, value)
         for key, value in params
@@ -289,7 +406,7 @@ def scan_by_created(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:
     while True:
         query = base + ([("q[]", f"created_at:>={format_time(since)}")] if since else [])
         page = fetch(url, query)
-        stamps = _created_seconds(page.rows, since)
+        stamps = _created_seconds(page.rows, url)
         fresh = [row for row in page.rows if int(row_id(row) or 0) not in seen]
         yield replace(page, rows=fresh)
         if not page.next_link or not page.rows:
@@ -321,8 +438,11 @@ def _one_second(
         total: int | None = None
         moved = False
         number = 1
+        bound = _PageBound(url)
         while True:
+            bound.check(number)
             page = fetch(url, [*window, ("page", str(number))])
+            bound.note(page)
             fresh = [r for r in page.rows if int(row_id(r) or 0) not in seen]
             seen.update(int(row_id(r) or 0) for r in fresh)
             yield replace(page, rows=fresh)
@@ -335,44 +455,95 @@ def _one_second(
         if not moved:
             return
     raise ClinikoError(
-        f"rows created at {format_time(second)} kept changing while they were read:"
+        f"GET {urlsplit(url).path}: rows created at {format_time(second)} kept changing"
+        " while they were read:"
         " rerun the sync later"
     )
 
 
-def _created_seconds(rows: list[dict[str, Any]], since: datetime | None) -> list[datetime]:
+def _created_seconds(rows: list[dict[str, Any]], url: str) -> list[datetime]:
     """Each row's created_at to the second, refusing rows out of created_at order."""
     stamps: list[datetime] = []
     for row in rows:
         moment = parse_time(row.get("created_at"))
         if moment is None:
             raise ClinikoError(
-                "Cliniko returned a row without created_at where the tap must page by it"
-                " (sort=id is not available): please report this with the tap's version"
+                f"GET {urlsplit(url).path}: Cliniko returned a row without created_at where"
+                " the tap must page by it (sort=id is not available): please report this with"
+                " the tap's version"
             )
         moment = moment.replace(microsecond=0)
-        if (stamps and moment < stamps[-1]) or (since is not None and moment < since):
+        if stamps and moment < stamps[-1]:
             raise ClinikoError(
-                "Cliniko returned rows neither in id order (sort=id) nor in its default"
-                " created_at order, so no mode can page safely: please report this with"
-                " the tap's version"
+                f"GET {urlsplit(url).path}: Cliniko returned rows neither in id order"
+                " (sort=id) nor in its default created_at order, so no mode can page safely:"
+                " please report this with the tap's version"
             )
         stamps.append(moment)
     return stamps
 
 
 def scan_links(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:
-    """Yield a list's pages following `links.next` as given (for lists rows never leave)."""
+    """Yield a list's pages following `links.next` as given (for lists rows never leave).
+
+    A link leading back to a page already asked for, or more pages than the list's
+    total_entries allows, ends the read in a ListIncomplete naming the route.
+    """
+    fetch = checked(fetch)
     query = [(key, value) for key, value in params if key != "sort"]
+    asked = {_address(url, query)}
+    bound = _PageBound(url)
     page = fetch(url, query)
     yield page
+    number = 1
     while page.next_link and page.rows:
+        bound.note(page)
         link = urlsplit(page.next_link)
-        page = fetch(
-            urlunsplit((link.scheme, link.netloc, link.path, "", "")),
-            parse_qsl(link.query, keep_blank_values=True),
-        )
+        url = urlunsplit((link.scheme, link.netloc, link.path, "", ""))
+        query = parse_qsl(link.query, keep_blank_values=True)
+        if _address(url, query) in asked:
+            raise ListIncomplete(
+                f"GET {link.path}: Cliniko's next link after page {number} leads back to a"
+                " page already read, so the list would never end: please report this with"
+                " the tap's version"
+            )
+        asked.add(_address(url, query))
+        number += 1
+        bound.check(number)
+        page = fetch(url, query)
         yield page
+
+
+def _address(url: str, params: Params) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """What a request asks for, whatever the order of its parameters (page one by default)."""
+    pairs = sorted(params if any(k == "page" for k, _ in params) else [*params, ("page", "1")])
+    return url, tuple(pairs)
+
+
+class _PageBound:
+    """The pages a list read by page number may take: what its counts and pages allow."""
+
+    def __init__(self, url: str) -> None:
+        self.path = urlsplit(url).path
+        self.total: int | None = None
+        self.rows = 1
+
+    def note(self, page: Page) -> None:
+        if page.total_entries is not None:
+            self.total = max(self.total or 0, page.total_entries)
+        self.rows = max(self.rows, len(page.rows))
+
+    def check(self, number: int) -> None:
+        """Refuse to ask for page `number` when no count seen allows that many pages."""
+        if self.total is None:
+            return
+        most = math.ceil(self.total / self.rows) + PAGE_SLACK
+        if number > most:
+            raise ListIncomplete(
+                f"GET {self.path}: Cliniko's next links did not end after {number - 1} pages,"
+                f" where its total_entries ({self.total}) allows {most}: please report this"
+                " with the tap's version"
+            )
 
 
 SCANS: dict[str, Callable[[Fetch, str, Params], Iterator[Page]]] = {

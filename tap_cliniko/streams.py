@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -235,20 +234,11 @@ class CollectionStream(SkipsForbidden):
 
     def _numbered_pages(self, route: str) -> Iterator[Rows]:
         """A list without ids or filters (/services): its pages by number, as Cliniko links them."""
-        per_page = int(self.config.get("per_page", 100))
+        per_page = str(self.config.get("per_page", 100))
         get = partial(self._fetch, records_key=self.records_key, priority=self._priority)
-        page = get(f"{self.url_base}{route}", [("per_page", str(per_page))])
-        limit = math.ceil((page.total_entries or 0) / per_page) + 1
-        for _ in range(max(limit, 1) + 1):
+        for page in paging.scan_links(get, f"{self.url_base}{route}", [("per_page", per_page)]):
             self._note_answer(page)
             yield page.rows
-            if not page.next_link:
-                return
-            page = get(page.next_link, [])
-        raise ClinikoError(
-            f"{self.name}: Cliniko's next links did not end after {limit} pages of {route}:"
-            " please report this with the tap's version"
-        )
 
     @override
     def _note_answer(self, page: paging.Page) -> None:

@@ -310,3 +310,157 @@ def test_created_at_mode_rereads_a_second_whose_rows_move_while_it_is_read() -> 
     got = run(paging.scan_by_created(lambda url, params: listing.answer(params), URL, []))
     assert set(range(1, 31)) - {28} <= set(got)
     assert len(got) == len(set(got))
+
+
+class Glitching(KeysetList):
+    """A keyset list whose answers from the `start`-th on are glitched `times` times in a row.
+
+    empty: no rows, total and next link kept; no_next: the rows, without the next link.
+    """
+
+    def __init__(self, ids: list[int], per_page: int, glitch: str, start: int, times: int):
+        super().__init__(ids, per_page)
+        self.glitch, self.start, self.times = glitch, start, times
+        self.answers = 0
+
+    def answer(self, params: Params) -> Page:
+        page = super().answer(params)
+        with self.lock:
+            self.answers += 1
+            hit = self.start <= self.answers < self.start + self.times
+        if hit and self.glitch == "empty":
+            return Page([], page.next_link, page.total_entries)
+        if hit and self.glitch == "no_next":
+            return Page(page.rows, None, page.total_entries)
+        return page
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+@pytest.mark.parametrize("glitch", ["empty", "no_next"])
+@pytest.mark.parametrize("start", [1, 2, 5])
+def test_a_page_contradicting_its_count_is_asked_again_and_every_row_arrives(
+    glitch: str, start: int, concurrency: int
+) -> None:
+    """Issue 16 #3: one glitching page used to end the list or window there, silently."""
+    rows = Glitching(list(range(1, 201)), per_page=10, glitch=glitch, start=start, times=1)
+    got = run(paging.scan(lambda u, p: rows.answer(p), URL, first_request(10), concurrency=1))
+    assert sorted(got) == rows.ids
+    rows = Glitching(list(range(1, 201)), per_page=10, glitch=glitch, start=start, times=1)
+    scan = paging.scan(
+        lambda u, p: rows.answer(p), URL, first_request(10), concurrency=concurrency, whole=True
+    )
+    assert sorted(run(scan)) == rows.ids
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+@pytest.mark.parametrize("glitch", ["empty", "no_next"])
+def test_a_page_that_keeps_contradicting_its_count_fails_the_list_naming_its_route(
+    glitch: str, concurrency: int
+) -> None:
+    rows = Glitching(list(range(1, 201)), per_page=10, glitch=glitch, start=3, times=10**6)
+    scan = paging.scan(lambda u, p: rows.answer(p), URL, first_request(10), concurrency=concurrency)
+    with pytest.raises(paging.ListIncomplete, match="GET /v1/patients: Cliniko") as failed:
+        run_within(10, lambda: run(scan))
+    assert "\n" not in str(failed.value)
+
+
+def test_rows_leaving_between_pages_are_no_contradiction() -> None:
+    """Totals falling from page to page are rows that left: nothing is asked again."""
+    rows = Counting(list(range(1, 101)), per_page=10)
+
+    def fetch(url: str, params: Params) -> Page:
+        with rows.lock:
+            if rows.requests >= 2:  # after page two (whose count checks the sort)
+                del rows.ids[-3:]  # the highest rows leave: each total is lower than the last
+        return rows.answer(params)
+
+    got = run(paging.scan(fetch, URL, first_request(10), concurrency=1))
+    assert got == sorted(got) and rows.short_pages <= 1
+    assert rows.requests <= 10, "a page was asked again"
+
+
+class IgnoringIds(KeysetList):
+    """A list behind a proxy that drops every id:> filter (sort=id still honoured)."""
+
+    def answer(self, params: Params) -> Page:
+        return super().answer([(k, v) for k, v in params if not v.startswith("id:>")])
+
+
+@pytest.mark.parametrize("whole", [False, True])
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_rows_at_or_below_the_cursor_are_refused_as_an_ignored_id_filter(
+    concurrency: int, whole: bool
+) -> None:
+    """Issue 16 #6: a list ignoring id:> was read forever (the same rows page after page)."""
+    rows = IgnoringIds(list(range(1, 1001)), per_page=10)
+    scan = paging.scan(
+        lambda u, p: rows.answer(p), URL, first_request(10), concurrency=concurrency, whole=whole
+    )
+    # An OutOfOrder: the stream falls back to created_at paging, as for an ignored sort.
+    with pytest.raises(paging.CursorIgnored, match=r"GET /v1/patients: .*id"):
+        run_within(10, lambda: run(scan))
+
+
+def test_rows_before_a_bookmark_filter_are_refused_naming_the_column() -> None:
+    def fetch(url: str, params: Params) -> Page:
+        stamps = ["2024-05-01T00:00:00Z", "2024-05-02T10:00:00.5Z", "2023-01-01T00:00:00Z"]
+        return Page([{"id": str(i), "updated_at": s} for i, s in enumerate(stamps, 1)], None, 3)
+
+    params = [("q[]", "updated_at:>=2024-05-01T00:00:00Z"), *first_request(10)]
+    with pytest.raises(paging.FilterIgnored, match="updated_at:>=2024-05-01") as failed:
+        run(paging.scan(fetch, URL, params))
+    assert failed.value.column == "updated_at"
+    for mode in paging.SCANS.values():
+        with pytest.raises(paging.FilterIgnored):
+            run(mode(fetch, URL, params))
+
+
+def linked(total: int, per_page: int, next_page: Callable[[int], int | None]) -> paging.Fetch:
+    """A list read by page number whose page N links to page next_page(N)."""
+
+    def fetch(url: str, params: Params) -> Page:
+        number = int(dict(params).get("page", "1"))
+        rows = [{"id": str(i)} for i in range(1, total + 1)][(number - 1) * per_page :][:per_page]
+        following = next_page(number)
+        query = urlencode([("per_page", str(per_page)), ("page", str(following))])
+        return Page(rows, f"{URL}?{query}" if following else None, total)
+
+    return fetch
+
+
+def test_a_next_link_leading_back_to_page_one_ends_the_read_in_one_line() -> None:
+    """Issue 16 #2: a next link back at page 1 was followed forever."""
+    fetch = linked(30, 10, lambda n: 1 if n == 2 else n + 1)
+    with pytest.raises(paging.ListIncomplete, match=r"GET /v1/patients: .*leads back") as failed:
+        run_within(10, lambda: run(paging.scan_links(fetch, URL, [("per_page", "10")])))
+    assert "\n" not in str(failed.value)
+
+
+def test_next_links_that_never_end_end_the_read_within_the_count() -> None:
+    """Each link new (page numbers climbing past the count): at most the pages it allows."""
+    asked: list[int] = []
+    inner = linked(30, 10, lambda n: n + 1)
+
+    def fetch(url: str, params: Params) -> Page:
+        asked.append(int(dict(params).get("page", "1")))
+        page = inner(url, params)
+        return page if page.rows else Page([{"id": "1"}], page.next_link, 0)  # a stale page
+
+    with pytest.raises(paging.ListIncomplete, match="did not end"):
+        run_within(10, lambda: run(paging.scan_links(fetch, URL, [("per_page", "10")])))
+    assert max(asked) <= 3 + paging.PAGE_SLACK
+
+
+def test_a_second_read_by_page_number_ends_when_the_server_ignores_the_page() -> None:
+    """created_at mode: a second whose pages never end (page= ignored) is bounded by its count."""
+    rows = [(n, "2024-01-01T00:00:01Z") for n in range(1, 31)]
+    listing = CreatedList(rows, per_page=5)
+    real = listing.answer
+
+    def ignoring_page(params: Params) -> Page:
+        page = real([(k, v) for k, v in params if k != "page"])
+        link = page.next_link if page.next_link or len(page.rows) == 5 else None
+        return Page(page.rows, link or f"{URL}?page=2", page.total_entries)
+
+    with pytest.raises(paging.ListIncomplete, match="did not end"):
+        run_within(10, lambda: run(paging.scan_by_created(lambda u, p: ignoring_page(p), URL, [])))

@@ -246,7 +246,7 @@ def create_app(
             return message("page and per_page must be integers.", 400)
         if page < 1 or not 1 <= per_page <= 100:
             return message("per_page must be between 1 and 100; page at least 1.", 400)
-        filters = request.args.getlist("q[]")
+        filters = [f for f in request.args.getlist("q[]") if faults.honours(request.path, f)]
         nested = None
         if parent_id is not None:
             route = nested_routes[request.url_rule.rule if request.url_rule else ""]
@@ -273,6 +273,13 @@ def create_app(
             links["previous"] = link_base + urlencode([*params, ("page", page - 1)])
         if page * per_page < total:
             links["next"] = link_base + urlencode([*params, ("page", page + 1)])
+        glitch = faults.page_glitch(request.path)
+        if glitch == "empty":
+            rows = []
+        elif glitch == "no_next":
+            links.pop("next", None)
+        elif glitch == "loop":
+            links["next"] = link_base + urlencode([*params, ("page", 1)])
         answer = {
             name: [store.render(r, base, listing=variant, name=name) for r in rows],
             "total_entries": total,

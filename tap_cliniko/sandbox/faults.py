@@ -35,6 +35,11 @@ class Faults:
     dripped: list[bool] = field(default_factory=list, repr=False)
     _throttle_until: float = 0.0
     _throttle_header: str = "X-RateLimit-Reset"
+    #: List pages glitched per path: (kind, first request glitched, how many), requests seen.
+    _glitches: dict[str, tuple[str, int, int]] = field(default_factory=dict, repr=False)
+    _list_requests: dict[str, int] = field(default_factory=dict, repr=False)
+    #: q[] filter prefixes a path's lists drop (a proxy, an endpoint not honouring them).
+    _ignored_filters: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -132,3 +137,33 @@ class Faults:
     def pick_error(self) -> int:
         with self._lock:
             return self._rng.choice([500, 502, 503])
+
+    def glitch_pages(self, path: str, kind: str, start: int = 1, times: int = 1) -> None:
+        """Glitch `times` list answers of path from its start-th list request on.
+
+        kind: 'empty' (no rows; total_entries and links kept), 'no_next' (the rows without
+        links.next), 'loop' (links.next back at page 1). times=0 ends the glitch.
+        """
+        if kind not in ("empty", "no_next", "loop"):
+            raise ValueError("kind must be 'empty', 'no_next' or 'loop'")
+        with self._lock:
+            seen = self._list_requests.get(path, 0)
+            self._glitches[path] = (kind, seen + start, times)
+
+    def page_glitch(self, path: str) -> str | None:
+        """The glitch of this list request of path, if any (counts the request)."""
+        with self._lock:
+            number = self._list_requests[path] = self._list_requests.get(path, 0) + 1
+            kind, first, times = self._glitches.get(path, ("", 0, 0))
+            return kind if first <= number < first + times else None
+
+    def ignore_filters(self, path: str, *prefixes: str) -> None:
+        """Make path's lists drop q[] filters starting with any of prefixes (none: drop none)."""
+        with self._lock:
+            self._ignored_filters[path] = prefixes
+
+    def honours(self, path: str, query: str) -> bool:
+        """Whether path's lists apply the q[] filter query."""
+        with self._lock:
+            prefixes = self._ignored_filters.get(path)
+        return not (prefixes and query.startswith(prefixes))
