@@ -8,8 +8,17 @@ from typing import Any
 
 import yaml
 
+from tap_cliniko.resources import COLLECTIONS
 from tap_cliniko.tap import TapCliniko
-from tools.plugin_definition import DEFINITION, about, definition, render
+from tools.plugin_definition import (
+    DEFINITION,
+    SELECT,
+    SELECT_COMMAND,
+    about,
+    definition,
+    read_meltano_yml,
+    render,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TAP = Path(sys.executable).with_name("tap-cliniko")
@@ -25,7 +34,7 @@ def sdk_settings() -> set[str]:
 
 def meltano_tap() -> dict[str, Any]:
     """tap-cliniko's entry in meltano.yml."""
-    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    project = read_meltano_yml()
     return next(p for p in project["plugins"]["extractors"] if p["name"] == "tap-cliniko")
 
 
@@ -68,3 +77,18 @@ def test_meltano_yml_tap_settings_agree_with_the_definition() -> None:
     claimed = set(project["capabilities"]) - set(plugin["capabilities"])
     assert not claimed, f"meltano.yml claims capabilities the tap lacks: {sorted(claimed)}"
     assert project["settings_group_validation"] == plugin["settings_group_validation"]
+
+
+def test_meltano_yml_selects_what_the_definition_tells_a_new_project_to_select() -> None:
+    """One list of clinical exclusions: meltano.yml's select, plugin.yaml's usage, README."""
+    clinical = {c.name for c in COLLECTIONS if c.clinical}
+    assert {rule[1:].removesuffix(".*") for rule in SELECT if rule.startswith("!")} == clinical
+    assert meltano_tap()["select"] == SELECT
+    assert SELECT_COMMAND in yaml.safe_load(DEFINITION.read_text())["usage"]
+    assert SELECT_COMMAND in (ROOT / "README.md").read_text()
+
+
+def test_meltano_yml_option_values_are_strings_as_meltano_reads_them() -> None:
+    """Meltano reads YAML 1.2 (`off` is a string); so does read_meltano_yml, unlike PyYAML."""
+    options = next(s for s in meltano_tap()["settings"] if s["name"] == "privacy_redaction")
+    assert [o["value"] for o in options["options"]] == ["off", "rejected", "rejected_or_unanswered"]

@@ -10,12 +10,15 @@ hand: tests/test_plugin_definition.py regenerates it and fails on any difference
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tap_cliniko.resources import COLLECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFINITION = ROOT / "plugin.yaml"
@@ -34,6 +37,34 @@ KINDS = {
     "object": "object",
     "array": "array",
 }
+# What a project selects: every stream but the clinical ones, which Meltano would otherwise
+# select (its default `*.*` overrides the tap's selected-by-default). A --from-ref definition
+# cannot carry it (Meltano 4 drops `select` from the file), so README and `usage` give the
+# command that writes it, and meltano.yml holds the same list.
+SELECT = ["*.*", *(f"!{c.name}.*" for c in sorted(COLLECTIONS, key=lambda c: c.name) if c.clinical)]
+SELECT_COMMAND = f"meltano config set tap-cliniko _select '{json.dumps(SELECT)}'"
+USAGE = (
+    "Meltano selects every stream unless told, the clinical ones too; after adding the tap, "
+    f"leave them out with `{SELECT_COMMAND}`."
+)
+
+
+class MeltanoYamlLoader(yaml.SafeLoader):
+    """YAML 1.2 scalars, as Meltano (ruamel) reads and writes meltano.yml: `off` is a string."""
+
+
+MeltanoYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+MeltanoYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def read_meltano_yml(path: Path = ROOT / "meltano.yml") -> dict[str, Any]:
+    """A Meltano project file as Meltano reads it."""
+    return dict(yaml.load(path.read_text(encoding="utf-8"), Loader=MeltanoYamlLoader))
 
 
 def about(executable: Path) -> dict[str, Any]:
@@ -89,7 +120,8 @@ def definition(about: dict[str, Any]) -> dict[str, Any]:
     settings = about["settings"]
     return {
         "capabilities": sorted(about["capabilities"]),
-        "description": "Patients (active, archived, deleted) from Cliniko practice management",
+        "description": "Every collection of a Cliniko account: patients, appointments, invoices,"
+        " practitioners and the rest; clinical content opt-in",
         "domain_url": "https://www.cliniko.com",
         "executable": about["name"],
         "keywords": ["api", "health", "meltano_sdk"],
@@ -102,7 +134,7 @@ def definition(about: dict[str, Any]) -> dict[str, Any]:
         "settings": [setting(n, s) for n, s in settings["properties"].items()],
         "settings_group_validation": [sorted(settings.get("required", []))],
         "settings_preamble": "",
-        "usage": "",
+        "usage": USAGE,
         "variant": VARIANT,
     }
 

@@ -25,13 +25,21 @@ import yaml
 
 import tap_cliniko
 from tap_cliniko.resources import BY_NAME
+from tap_cliniko.sandbox.cli import parse_args
 from tap_cliniko.streams import STREAM_NAMES
 from tests.conftest import SANDBOX_KEY, STATUS_STREAM, STREAMS, USER_AGENT
-from tests.e2e.conftest import ROOT, make_venv, prerequisite
+from tests.e2e.conftest import ROOT, Postgres, make_venv, prerequisite
+from tools.plugin_definition import read_meltano_yml
 
 MELTANO = shutil.which("meltano") or str(ROOT / ".venv-meltano" / "bin" / "meltano")
 # What meltano.yml's select loads: every stream but the clinical ones.
 DEFAULT_STREAMS = {n for n in STREAM_NAMES if not (n in BY_NAME and BY_NAME[n].clinical)}
+# README's bash blocks that run elsewhere than in README's order in a copy of the project.
+OPT_IN = "opt-in: tests/e2e/test_packaging.py"
+FRESH_PROJECT = "fresh project: tests/e2e/test_packaging.py"
+STACK = "tested by tests/e2e/test_stack.py"  # also run here, in order with the rest
+MARKERS = {"", OPT_IN, FRESH_PROJECT, STACK}
+PLACEHOLDER = re.compile(r"<[a-z ]+>")
 
 
 def test_wheel_in_a_fresh_virtualenv_carries_its_schemas(sandbox: Any, tmp_path: Path) -> None:
@@ -111,6 +119,7 @@ def project_copy(
     for name in clone_files():
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, copy / name)
+    git_commit_all(copy)
 
     def run(command: str, **env: str) -> subprocess.CompletedProcess[str]:
         args = shlex.split(command)
@@ -132,11 +141,81 @@ def project_copy(
     yield run
 
 
-def readme_meltano_commands() -> list[str]:
-    """Every `meltano ...` line of README's code blocks, in order, comments removed."""
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith("meltano ")]
+def git_commit_all(folder: Path) -> None:
+    """Make folder a git repository holding its files as one commit (a fresh clone)."""
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "clone"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+        )
+
+
+def git_listed_files(folder: Path) -> list[Path]:
+    """The files `git status --porcelain` lists (changed, or new and not ignored)."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "-z"],
+        cwd=folder,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    return [folder / entry[3:] for entry in status.split("\0") if entry and entry[0] != "D"]
+
+
+def assert_no_listed_file_holds(folder: Path, *secrets: str) -> None:
+    """What `git add -A` would commit holds none of the secrets."""
+    listed = git_listed_files(folder)
+    assert listed, "nothing changed: the commands did not run?"
+    holding = [
+        str(path.relative_to(folder))
+        for path in listed
+        if path.is_file() and any(secret in path.read_text(errors="replace") for secret in secrets)
+    ]
+    assert not holding, f"git status lists files holding a secret: {holding}"
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    """README's bash blocks as (the marker comment just above it, or '', the block's text)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"(?:<!-- ([^>]*?) -->\s*)?```bash\n(.*?)```", text, re.S)
+    unknown = {marker for marker, _ in blocks} - MARKERS
+    assert not unknown, f"README blocks with markers no test knows: {unknown}"
+    return blocks
+
+
+def block_commands(block: str) -> list[str]:
+    """A block's commands, continuation lines joined, comments removed."""
+    joined = block.replace("\\\n", " ")
+    return [line.split("  #")[0].strip() for line in joined.splitlines() if line.strip()]
+
+
+def readme_meltano_commands(*markers: str) -> list[str]:
+    """Every `meltano ...` line of README's bash blocks with those markers, in order."""
+    chosen = markers or ("", STACK)
+    return [
+        command
+        for marker, block in readme_blocks()
+        if marker in chosen
+        for command in block_commands(block)
+        if command.startswith("meltano ")
+    ]
+
+
+def readme_inline_meltano_commands() -> list[str]:
+    """Every `` `meltano ...` `` of README's text (outside its code blocks), one space apart."""
+    text = re.sub(r"```.*?```", "", (ROOT / "README.md").read_text(), flags=re.S)
+    spans = re.findall(r"`(meltano [^`]+)`", text)
+    return list(dict.fromkeys(" ".join(span.split()) for span in spans))
+
+
+def substitute(command: str, values: dict[str, str]) -> str:
+    """README's placeholders (`<your key>`, `<host>`, ...) replaced; none may be left."""
+    for name, value in values.items():
+        command = command.replace(f"'<{name}>'", shlex.quote(value)).replace(f"<{name}>", value)
+    assert not PLACEHOLDER.search(command), f"README placeholder without a value: {command}"
+    return command
 
 
 def meltano_kind(setting: dict[str, Any]) -> str:
@@ -155,7 +234,7 @@ def test_meltano_yml_declares_every_setting_and_capability_the_tap_has() -> None
     about = json.loads(
         subprocess.run([tap, "--about", "--format=json"], capture_output=True, check=True).stdout
     )
-    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    project = read_meltano_yml()
     extractor = project["plugins"]["extractors"][0]
     declared = {s["name"]: s for s in extractor["settings"]}
     offered = about["settings"]["properties"]
@@ -183,9 +262,14 @@ def server_ids(snapshot: dict[str, Any]) -> dict[str, set[str]]:
 
 
 def test_after_the_demo_readme_meltano_commands_load_every_patient(
-    project_copy: Any, sandbox: Any
+    project_copy: Any, sandbox: Any, postgres: Postgres
 ) -> None:
-    """The demo leaves no state behind; then README's commands, as written, load everyone."""
+    """The demo leaves no state behind; then README's commands, as written, load everyone.
+
+    Every `meltano` line of README's code blocks runs here, in README's order (but the opt-in
+    block and the fresh project's, run by their own tests below), into DuckDB and PostgreSQL;
+    then `git status` lists no file holding the API key or the database password.
+    """
     root: Path = project_copy.root
     demo = project_copy(f"{sys.executable} -m tap_cliniko.sandbox.demo --patients 120")
     explore = demo.stdout.splitlines()[-1].strip()
@@ -194,16 +278,32 @@ def test_after_the_demo_readme_meltano_commands_load_every_patient(
 
     commands = readme_meltano_commands()
     assert any(c.startswith("meltano run") for c in commands), commands
+    assert "meltano run cliniko-to-postgres" in commands, commands
+    pg = postgres.settings
+    password = "pg-password-in-env-only"  # the test server trusts its socket: any will do
     # A tenth of a clinic's other collections: a row in every stream, and a lean test.
     with sandbox(patients=2000, seed=73, collections=0.1) as server:
+        values = {
+            "your key": server.config.api_key,
+            "user": pg["user"],
+            "password": password,
+            "host": pg["host"],
+            "port": pg["port"],
+            "database": pg["dbname"],
+        }
         # Where a real account's shard URL would be: the plugin's own config, as README's
         # `config set` commands write it (an environment overriding it would be caught).
         project_copy(f"meltano config set tap-cliniko base_url {server.base_url}")
+        shown = ""
         for command in commands:
-            project_copy(command.replace("'<your key>'", server.config.api_key))
+            result = project_copy(substitute(command, values))
+            if " show " in command:
+                shown = result.stdout
         expected = server_ids(server.store.snapshot())
     assert "TAP_CLINIKO_API_KEY" in (root / ".env").read_text(), "the key went to .env"
     assert server.config.api_key not in (root / "meltano.yml").read_text()
+    assert_no_listed_file_holds(root, server.config.api_key, password)
+    assert (root / ".env") not in git_listed_files(root), ".env is ignored"
 
     duckdb = prerequisite("duckdb")
     with duckdb.connect(str(root / "output" / "cliniko.duckdb"), read_only=True) as db:
@@ -214,9 +314,17 @@ def test_after_the_demo_readme_meltano_commands_load_every_patient(
         tables = db.sql(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'tap_cliniko'"
         ).fetchall()
+        statuses = dict(
+            db.sql("SELECT status, count(*) FROM analytics.patients_current GROUP BY 1").fetchall()
+        )
     assert loaded == expected, "README's meltano run did not load every patient"
     # meltano.yml's select leaves the clinical streams out; everything else is loaded.
     assert {row[0] for row in tables} == DEFAULT_STREAMS
+    # README's query of the models prints each status with its count.
+    for status, count in statuses.items():
+        assert re.search(rf"\b{status}\b.*\b{count}\b", shown), (status, count, shown)
+    in_postgres = postgres.rows("SELECT count(*) FROM analytics.patients_current")
+    assert in_postgres == [str(sum(len(ids) for ids in expected.values()))]
     if any("target-csv" in command for command in commands):
 
         def csv_rows(stream: str) -> list[dict[str, Any]]:
@@ -225,6 +333,146 @@ def test_after_the_demo_readme_meltano_commands_load_every_patient(
 
         assert rows_per_stream(csv_rows) == expected, "README's target-csv run lost patients"
         assert "pronouns__nominative" in csv_rows("patients")[0], "flattened, as README says"
+
+
+def test_every_meltano_command_in_readme_text_parses(project_copy: Any) -> None:
+    """Each `meltano ...` README names in its text is a command Meltano 4 knows, as written.
+
+    Its code blocks run in full above; a command in the text gets Meltano's own argument
+    parsing (`--help` appended, so nothing runs): `meltano config target-postgres set ...`
+    (Meltano 3's order) exits 2 here.
+    """
+    inline = readme_inline_meltano_commands()
+    assert "meltano select tap-cliniko --rm --exclude treatment_notes '*'" in inline
+    for command in inline:
+        assert "..." not in command, f"README elides arguments of a command: {command}"
+        project_copy(f"{command} --help")
+
+
+def test_first_config_set_changes_only_that_setting_in_meltano_yml(project_copy: Any) -> None:
+    """meltano.yml is laid out as Meltano writes it: `config set` adds its lines, nothing else."""
+    root: Path = project_copy.root
+    project_copy("meltano config set tap-cliniko user_agent 'Acme reporting (data@acme.example)'")
+    diff = subprocess.run(
+        ["git", "diff", "--unified=0", "--no-color"], cwd=root, capture_output=True, text=True
+    ).stdout
+    changed = [
+        line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")
+    ]
+    added = ["+    config:", "+      user_agent: Acme reporting (data@acme.example)"]
+    assert changed == added, diff
+    # The reasons for meltano.yml's choices are in the comments Meltano keeps (its top).
+    text = (root / "meltano.yml").read_text()
+    for reason in ("target-duckdb 0.8.0", "clinical", "dbt-core 1.12", "MELTANO_PROJECT_ROOT"):
+        assert reason in text, reason
+
+
+def invoked_streams(messages: str) -> dict[str, list[dict[str, Any]]]:
+    """The records of each stream in `meltano invoke tap-cliniko`'s Singer output."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for line in messages.splitlines():
+        if line.startswith("{"):
+            message = json.loads(line)
+            if message["type"] == "RECORD":
+                found.setdefault(message["stream"], []).append(message["record"])
+    return found
+
+
+def test_readme_opt_in_command_loads_a_clinical_stream(project_copy: Any, sandbox: Any) -> None:
+    """README's opt-in block, in the shipped project: treatment notes are read, content too."""
+    root: Path = project_copy.root
+    commands = readme_meltano_commands(OPT_IN)
+    assert commands and commands[0].startswith("meltano select tap-cliniko --rm"), commands
+    project_copy("meltano install --plugin-type extractor tap-cliniko")
+    with sandbox(patients=30, seed=75, collections=0.1) as server:
+        env = {
+            "TAP_CLINIKO_API_KEY": server.config.api_key,
+            "TAP_CLINIKO_USER_AGENT": USER_AGENT,
+            "TAP_CLINIKO_BASE_URL": server.base_url,
+        }
+        before = invoked_streams(project_copy("meltano invoke tap-cliniko", **env).stdout)
+        listed = ""
+        for command in commands:
+            listed = project_copy(command, **env).stdout
+        after = invoked_streams(project_copy("meltano invoke tap-cliniko", **env).stdout)
+        notes = server.store.snapshot("treatment_notes")
+    assert set(before) <= DEFAULT_STREAMS and "patients" in before, "no clinical stream"
+    assert set(after) == set(before) | {"treatment_notes"}
+    live = {i for i, e in notes.items() if e["status"] != "deleted"}
+    assert live, "the local Cliniko holds no treatment note to read"
+    assert live <= {r["id"] for r in after["treatment_notes"]}
+    assert any(r.get("content") for r in after["treatment_notes"]), "content left out"
+    assert re.search(r"\[selected\s*\]\s+treatment_notes\.content", listed), listed
+    diff = subprocess.run(["git", "diff", "--unified=0"], cwd=root, capture_output=True, text=True)
+    removed = [line for line in diff.stdout.splitlines() if line[:1] in "+-" and line[1:2] == " "]
+    assert removed == ["-    - '!treatment_notes.*'"], diff.stdout
+
+
+def test_readme_hub_block_in_a_fresh_meltano_project(sandbox: Any, tmp_path: Path) -> None:
+    """README's "Meltano Hub definition" block, as written, in a fresh `meltano init` project.
+
+    One extractor is added and installed from the clone (a copy of this working tree), the
+    clinical streams are left out, the key stays out of what git would commit, and README's
+    opt-in command then adds treatment notes.
+    """
+    clone = tmp_path / "tap-cliniko"
+    for name in clone_files():
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, clone / name)
+    block = next(block for marker, block in readme_blocks() if marker == FRESH_PROJECT)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def bash(script: str, cwd: Path, **env: str) -> str:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=cwd,
+            env=meltano_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert result.returncode == 0, f"{script}\n{result.stderr[-3000:]}"
+        return result.stdout
+
+    with sandbox(patients=30, seed=76, collections=0.1) as server:
+        key = server.config.api_key
+        script = substitute(block.replace("/path/to/tap-cliniko", str(clone)), {"your key": key})
+        bash(script, work)
+        project = work / "my-clinic"
+        plugins = read_meltano_yml(project / "meltano.yml")["plugins"]
+        assert {kind: [p["name"] for p in found] for kind, found in plugins.items()} == {
+            "extractors": ["tap-cliniko"]
+        }
+        assert plugins["extractors"][0]["pip_url"] == str(clone)
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+        assert_no_listed_file_holds(project, key)
+        bash(f"meltano config set tap-cliniko base_url {server.base_url}", project)
+        before = invoked_streams(bash("meltano invoke tap-cliniko", project))
+        for command in readme_meltano_commands(OPT_IN):
+            bash(command, project)
+        after = invoked_streams(bash("meltano invoke tap-cliniko", project))
+    # Every stream with rows on this small clinic, and none of the clinical ones.
+    assert set(before) <= DEFAULT_STREAMS and len(before) > len(DEFAULT_STREAMS) - 5, before
+    assert set(after) == set(before) | {"treatment_notes"}
+
+
+def test_readme_local_cliniko_command_and_the_local_environment_agree() -> None:
+    """README's `cliniko-sandbox` command serves what `local` asks: address, key, rate limit.
+
+    `local` turns the tap's throttle off; a local Cliniko limiting requests would answer
+    429s and make a sync wait (a minute each time).
+    """
+    block = next(b for _, b in readme_blocks() if b.lstrip().startswith("cliniko-sandbox"))
+    server = parse_args(shlex.split(block_commands(block)[0])[1:])
+    environments = {e["name"]: e for e in read_meltano_yml()["environments"]}
+    local = environments["local"]["config"]["plugins"]["extractors"][0]["config"]
+    assert local["base_url"] == f"http://127.0.0.1:{server.port}/v1"
+    assert local["api_key"] == server.api_key
+    budget = local["max_requests_per_minute"]
+    limit = server.rate_limit_per_minute
+    assert limit == 0 or 0 < budget <= limit, f"local sends {budget or 'any'}/min to {limit}/min"
 
 
 def test_zz_project_meltano_folder_untouched_by_the_tests(
