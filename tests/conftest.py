@@ -1,4 +1,10 @@
-"""Shared fixtures: a local Cliniko per test and an in-process tap run that captures output."""
+"""Shared fixtures: a local Cliniko per test and an in-process tap run that captures output.
+
+Also how the suite is split and spread (README's Tests): every test under tests/e2e/ is
+marked `e2e`, tests/test_no_loss.py `property`; under pytest-xdist the e2e tests share one
+worker (their installs and session servers), a module whose tests share a module- or
+class-scoped fixture stays on one worker, and the longest stages are handed out first.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,86 @@ STATUS_STREAM = {
     "archived": "archived_patients",
     "deleted": "deleted_patients",
 }
+
+
+#: Tiers by path: `python3 dev.py test --quick` runs neither.
+TIERS = {"e2e": "tests/e2e/", "property": "tests/test_no_loss.py"}
+#: Tests that must stay slow, and why (marked `slow`: the whole suite runs them, --quick not).
+SLOW = {
+    "tests/test_faults.py::test_sigkill_at_random_points_never_loses_a_patient": (
+        "dozens of tap processes killed at random points of 900-patient syncs, each rerun"
+    ),
+    "tests/test_faults.py::test_429_storm_longer_than_a_minute_completes_without_sending_early": (
+        "the storm lasts over a minute of real time: waiting it out is what is tested"
+    ),
+    "tests/test_api_drift.py::test_every_collection_arrives_whole_when_the_api_drifts": (
+        "every collection read through the drift fallbacks (created_at pages, no id order)"
+    ),
+    "tests/test_faults.py::test_unreachable_host_is_one_line_from_the_command_line": (
+        "a real tap process waits out its retries against a closed port"
+    ),
+}
+#: The order work is handed to the xdist workers: the longest first, so none is left last.
+RANK = {"e2e": 0, "property": 1, "slow": 2}
+
+
+def _tier(nodeid: str) -> str | None:
+    path = nodeid.split("::", 1)[0]
+    return next((tier for tier, prefix in TIERS.items() if path.startswith(prefix)), None)
+
+
+def _shares_a_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses a fixture kept across tests of its module (or class)."""
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in getattr(info, "name2fixturedefs", {}).values():
+        if any(d.scope in ("module", "class", "package") for d in definitions):
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tiers by path, group what must share a worker, put the longest stages first."""
+    for item in items:
+        tier = _tier(item.nodeid)
+        if tier:
+            item.add_marker(getattr(pytest.mark, tier))
+        if item.nodeid.split("[", 1)[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
+        if tier == "e2e":
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+        elif _shares_a_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    items.sort(key=_rank)
+
+
+def _rank(item: pytest.Item) -> int:
+    """Modules stay whole: a tier is a path, and a slow test's file holds no module fixture."""
+    tier = _tier(item.nodeid) or ("slow" if item.get_closest_marker("slow") else "")
+    return RANK.get(tier, len(RANK))
+
+
+#: Seconds spent in each test file (setup, call and teardown), reported at the end.
+FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::", 1)[0]
+    FILE_SECONDS[path] = FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Which files and tiers cost the time (summed over workers: more than the wall time)."""
+    if not FILE_SECONDS:
+        return
+    tiers: dict[str, float] = {}
+    for path, seconds in FILE_SECONDS.items():
+        tier = _tier(path) or "other"
+        tiers[tier] = tiers.get(tier, 0.0) + seconds
+    terminalreporter.write_sep("=", "seconds in tests per tier and per file (all workers)")
+    terminalreporter.write_line(", ".join(f"{t} {s:.0f} s" for t, s in sorted(tiers.items())))
+    for path, seconds in sorted(FILE_SECONDS.items(), key=lambda kv: -kv[1])[:15]:
+        terminalreporter.write_line(f"{seconds:8.1f} s  {path}")
 
 
 @dataclass

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 import msgspec
 from flask import Flask, Response, request
+from werkzeug.routing import Rule
 
 from tap_cliniko.sandbox.faults import Faults
 from tap_cliniko.sandbox.resources import LEGACY_VARIANTS, NESTED, RESOURCES, Nested
@@ -90,6 +91,22 @@ def message(text: str, status: int, headers: dict[str, str] | None = None) -> Re
     return json_response({"message": text}, status, headers)
 
 
+class _Rule(Rule):
+    """A route whose URL builder (url_for's, which this server never calls) is compiled on
+    first use: compiling one for each of the ~300 routes was most of a server's start."""
+
+    def _compile_builder(self, append_unknown: bool = True) -> Callable[..., tuple[str, str]]:
+        compile_builder = super()._compile_builder
+        built: list[Callable[..., tuple[str, str]]] = []
+
+        def build(rule: Rule, *args: Any, **kwargs: Any) -> tuple[str, str]:
+            if not built:
+                built.append(compile_builder(append_unknown).__get__(rule, None))
+            return built[0](*args, **kwargs)
+
+        return build
+
+
 def create_app(
     store: Store,
     *,
@@ -106,6 +123,7 @@ def create_app(
 ) -> Flask:
     """The Flask app of one local Cliniko account."""
     app = Flask("cliniko-sandbox")
+    app.url_rule_class = _Rule
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     def base_url() -> str:
