@@ -128,13 +128,25 @@ class ClinikoStream(RESTStream[Any]):
     @override
     def request_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
         feed = self._tap.feed_of(self) if context is None else None  # type: ignore[attr-defined]
-        for rows in feed if feed is not None else self.pages(context):
-            yield from rows
+        try:
+            for rows in feed if feed is not None else self.pages(context):
+                yield from rows
+        except ClinikoError as exc:
+            raise self._named(exc) from None
         if self._signpost is not None:
             self.state_manager.write_replication_key_signpost(self._signpost, context=context)
         if self._whole_read_at is not None:
             moment = cliniko.format_time(self._whole_read_at)
             self.get_context_state(context)[LAST_FULL_READ] = moment
+
+    def _named(self, exc: ClinikoError) -> ClinikoError:
+        """The error with this stream's name in front: many streams are read side by side.
+
+        Not before Cliniko's first answer: a wrong key or host is the account's, not a stream's.
+        """
+        if not self.api.connected or str(exc).startswith(f"{self.name}:"):
+            return exc
+        return type(exc)(f"{self.name}: {exc}")
 
     def pages(self, context: Context | None, priority: int = WRITER) -> Iterator[Rows]:
         """The stream's raw rows, a page at a time (what request_records writes)."""
