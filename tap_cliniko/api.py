@@ -125,6 +125,11 @@ class ClinikoAPI:
         self._first_answer = FirstAnswer()
         self._on_first_answer = on_first_answer
 
+    @property
+    def connected(self) -> bool:
+        """Whether Cliniko has answered a request of this run (200)."""
+        return self._first_answer.answered
+
     def get_page(
         self, url: str, params: Params, records_key: str = "patients", priority: int = WRITER
     ) -> Page:

@@ -133,8 +133,11 @@ class ClinikoStream(RESTStream[Any]):
     @override
     def request_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
         feed = self._tap.feed_of(self) if context is None else None  # type: ignore[attr-defined]
-        for rows in feed if feed is not None else self.pages(context):
-            yield from rows
+        try:
+            for rows in feed if feed is not None else self.pages(context):
+                yield from rows
+        except ClinikoError as exc:
+            raise self._named(exc) from None
         # Here the last record is written: the read is complete, unless it was skipped.
         if not self.skipped and not self.get_batch_config(self.config):
             self._activate_version()
@@ -145,6 +148,15 @@ class ClinikoStream(RESTStream[Any]):
         if self._whole_read_at is not None:
             moment = cliniko.format_time(self._whole_read_at)
             self.get_context_state(context)[LAST_FULL_READ] = moment
+
+    def _named(self, exc: ClinikoError) -> ClinikoError:
+        """The error with this stream's name in front: many streams are read side by side.
+
+        Not before Cliniko's first answer: a wrong key or host is the account's, not a stream's.
+        """
+        if not self.api.connected or str(exc).startswith(f"{self.name}:"):
+            return exc
+        return type(exc)(f"{self.name}: {exc}")
 
     def pages(self, context: Context | None, priority: int = WRITER) -> Iterator[Rows]:
         """The stream's raw rows, a page at a time (what request_records writes)."""

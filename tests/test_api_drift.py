@@ -9,6 +9,8 @@ by another of Cliniko's machines a moment before the read it landed after.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -98,37 +100,42 @@ def test_an_edit_stamped_just_before_the_read_it_landed_after_is_read_next_time(
 ) -> None:
     """updated_at is stamped by another machine than Date: here its clock is 2 s behind.
 
-    The patient is edited after the first page was read, within the same second as that
-    response's Date; its updated_at comes out before that Date. A bookmark capped at the
-    Date itself (no lookback) skips it for good.
+    Cliniko's clock is stopped at one second for the second run, so every Date of that run
+    is that second, however slow this machine. The patient is edited after the first page
+    was read, stamped 2 s before that Date. A bookmark capped at the Date itself (no
+    lookback) skips the edit for good, on every run of this test.
     """
     with sandbox(patients=120, seed=43) as server:
         first = run_tap(tap_config(server.base_url))
         active = sorted(first.ids("patients"), key=int)
         victim = active[0]
         edited: list[str] = []
-        clock = server.store.clock
+        stopped = float(int(time.time()) + 1)
+        server.faults.clock_stopped_at = stopped
+
+        once = threading.Lock()  # pages after the first may be asked for side by side
 
         def edit_after_the_first_read(route: str, args: Any) -> None:
-            if (
-                route.endswith("/patients")
-                and not edited
-                and any(v.startswith("id:") for v in args.getlist("q[]"))
-            ):
-                server.store.clock = lambda: clock() - timedelta(seconds=2)
-                server.store.update_patient(victim, {"notes": "edited during the sync"})
-                server.store.clock = clock
-                edited.append(victim)
+            later_page = any(v.startswith("id:") for v in args.getlist("q[]"))
+            with once:
+                if route.endswith("/patients") and later_page and not edited:
+                    server.faults.clock_stopped_at = stopped - 2
+                    server.store.update_patient(victim, {"notes": "edited during the sync"})
+                    server.faults.clock_stopped_at = stopped
+                    edited.append(victim)
 
-        # Ten changed patients: two pages. The edit lands after page one was read.
+        # Ten changed patients, more than a page. The edit lands after page one was read.
         for patient in active[:10]:
             server.store.update_patient(patient, {"notes": "something to read"})
         server.before_list_page = edit_after_the_first_read
         second = run_tap(tap_config(server.base_url, per_page=5), state=first.state)
         server.before_list_page = None
+        server.faults.clock_stopped_at = None
         third = run_tap(tap_config(server.base_url, per_page=5), state=second.state)
         final = server.store.snapshot()[victim]["record"]
     assert edited, "the edit happened mid-sync"
+    stamped = datetime.fromisoformat(final["updated_at"].replace("Z", "+00:00"))
+    assert stamped == datetime.fromtimestamp(stopped - 2, UTC), "2 s before every Date"
     seen = [r for r in second.records["patients"] + third.records["patients"] if r["id"] == victim]
     assert seen and seen[-1]["notes"] == final["notes"] == "edited during the sync"
 

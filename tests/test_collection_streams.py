@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from tap_cliniko.cliniko import ClinikoError
 from tap_cliniko.resources import BY_NAME, COLLECTIONS, Collection
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
 from tap_cliniko.streams import STREAM_NAMES
-from tests.conftest import SANDBOX_KEY, USER_AGENT, run_tap, tap_config
+from tests.conftest import SANDBOX_KEY, USER_AGENT, SyncResult, run_tap, tap_config
 
 SCHEMAS = Path(__file__).parents[1] / "schemas"
 TOP_LEVEL = [c for c in COLLECTIONS if not c.parent]
@@ -277,3 +279,63 @@ def test_without_the_older_deleted_routes_the_sync_completes_with_one_warning_ea
         assert sum(str(collection.deleted_route) in w for w in warned) == 1, name
         live = {k for k, row in snapshots[name].items() if row["status"] != "deleted"}
         assert {r["id"] for r in result.records[name]} == live, name
+
+
+def test_child_streams_with_parents_added_archived_and_removed_mid_sync(
+    sandbox: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """appointment_type_practitioners while its parents change under it.
+
+    One parent is archived before the run. Once the parents' list is read (at the first
+    nested request), the local Cliniko archives the last parent, stops serving the nested
+    routes of the one before (404: gone) and adds a new one. An archived parent's rows still
+    come, from the one archived before the run and from the one archived mid-sync; the
+    removed parent's rows are left out with one warning per route and the run completes;
+    the next run reads the added parent's routes.
+    """
+    name = "appointment_type_practitioners"
+    nested = re.compile(r"^/v1/appointment_types/(\d+)/practitioners")
+    with sandbox(patients=30, seed=9, collections=0.3) as server:
+        config = tap_config(server.base_url, max_concurrency=2)
+        baseline = run_tap(config, streams=[name])
+        with_rows = sorted({r["appointment_type_id"] for r in baseline.records[name]}, key=int)
+        # The last parents in id order: their routes are asked after the first parent's.
+        archived_before, removed, archived = with_rows[-3:]
+        server.store.archive("appointment_types", archived_before)
+        changed: list[str] = []
+        lock = threading.Lock()
+
+        def change_parents(route: str, args: Any) -> int | None:
+            match = nested.match(route)
+            if not match:
+                return None
+            with lock:
+                if not changed:  # the parents' list is read: change them before the rest
+                    server.store.archive("appointment_types", archived)
+                    added = server.store.create("appointment_types", {"name": "New type"})
+                    changed.append(str(added["id"]))
+            return 404 if match.group(1) == removed else None
+
+        server.before_list_page = change_parents
+        caplog.clear()
+        during = run_tap(config, streams=[name])
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        server.requests.clear()
+        after = run_tap(config, streams=[name])
+        server.before_list_page = None
+        asked = {m.group(1) for r in server.requests if (m := nested.match(r.path))}
+
+    def rows(result: SyncResult) -> dict[str, set[str]]:
+        by_parent: dict[str, set[str]] = {}
+        for record in result.records[name]:
+            by_parent.setdefault(record["appointment_type_id"], set()).add(record["id"])
+        return by_parent
+
+    expected = rows(baseline)
+    assert changed
+    del expected[removed]
+    assert rows(during) == expected, "an archived parent's rows are kept, a removed one's left"
+    assert rows(after) == expected
+    assert changed[0] in asked, "the parent added mid-sync is read by the next run"
+    assert len(warned) == 2, warned
+    assert all("/appointment_types/{parent_id}/practitioners" in w for w in warned), warned

@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +24,8 @@ import pytest
 from tap_cliniko.concurrency import Scheduler, side_by_side
 from tap_cliniko.sandbox import SandboxServer
 from tap_cliniko.sandbox.app import RequestRecord
-from tests.conftest import STATUS_STREAM, SyncResult, run_tap, tap_config
+from tap_cliniko.tap import TapCliniko
+from tests.conftest import STATUS_STREAM, STREAMS, SyncResult, run_tap, selecting, tap_config
 
 
 def grant_order(scheduler: Scheduler, priorities: list[int], hold: float = 0.05) -> list[int]:
@@ -240,3 +245,164 @@ def test_child_streams_read_their_parents_routes_side_by_side(account: SandboxSe
     assert {
         r["appointment_type_id"] for r in result.records["appointment_type_practitioners"]
     } <= set(parents)
+
+
+# A stream read ahead that fails: the run fails, naming it, and keeps only what is safe.
+
+#: The tap's command line, with a STATE every two records so that a target (and a test)
+#: sees each stream's records while the stream is still being written.
+TAP_EVERY_TWO = [
+    sys.executable,
+    "-c",
+    "from tap_cliniko.client import ClinikoStream; ClinikoStream.STATE_MSG_FREQUENCY = 2;"
+    " from tap_cliniko.tap import main; main()",
+]
+ROUTES = {
+    "patients": "/v1/patients",
+    "archived_patients": "/v1/patients/archived",
+    "deleted_patients": "/v1/patients/deleted",
+}
+
+
+class TapProcess:
+    """The tap's command line, its stdout read line by line as it comes, as a target reads it."""
+
+    def __init__(self, args: list[str], stderr: Path) -> None:
+        self._stderr_path = stderr
+        self._stderr = stderr.open("wb")
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._stderr)
+        self.messages: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.messages.append(json.loads(line))
+
+    def records_of(self, stream: str) -> bool:
+        """Whether some of stream's records have reached the target."""
+        return any(m["type"] == "RECORD" and m["stream"] == stream for m in list(self.messages))
+
+    def bookmark_moved(self, stream: str, before: dict[str, Any]) -> bool:
+        """Whether a STATE has reached the target with stream's bookmark past `before`."""
+        marks = [
+            m["value"]["bookmarks"].get(stream, {})
+            for m in list(self.messages)
+            if m["type"] == "STATE"
+        ]
+        return any(
+            mark.get("replication_key_value") != before.get("replication_key_value")
+            for mark in marks
+        )
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the tap to end: its exit code and stderr."""
+        code = self.process.wait(timeout=120)
+        self._reader.join(30)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        self._stderr.close()
+        return code, self._stderr_path.read_text()
+
+
+def until(condition: Callable[[], bool], seconds: float = 60) -> bool:
+    """Wait for condition (polling); False when it never came true."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+#: Where a stream fails: (its place in the sync order, which of its requests fails).
+FAILURES = {
+    "before its turn": (1, 1),
+    "during its turn": (1, 3),
+    "after other streams wrote": (2, 1),
+}
+
+
+@pytest.mark.parametrize("when", list(FAILURES))
+def test_a_stream_read_ahead_that_fails_fails_the_run_naming_it_and_moves_no_bookmark(
+    sandbox: Any, tmp_path: Path, when: str
+) -> None:
+    """Cliniko stops answering one stream (503, no retry budget) at one point of the sync.
+
+    The sync order is archived_patients, deleted_patients, patients. Before its turn: the
+    second stream fails on its first request while the first is still being read (the first
+    one's requests wait for that failure). During its turn: the second stream's third
+    request fails once some of its records have reached the target. After other streams
+    wrote: the third fails once the first two are written and their bookmarks committed.
+    Each time the run exits 1 with one line naming the failing stream; the streams before
+    it keep their new bookmarks, the failing one keeps the bookmark it started from (its
+    rows written so far come again next run), and no stream after it is written.
+    """
+    with sandbox(patients=120, seed=51, collections=0) as server:
+        config = tap_config(server.base_url, per_page=5, max_concurrency=4, max_retry_seconds=0)
+        catalog = selecting(config, STREAMS)
+        order = [s.name for s in TapCliniko(config=config, catalog=catalog).streams.values()]
+        order = [name for name in order if name in STREAMS]
+        place, failing_request = FAILURES[when]
+        failing, earlier = order[place], order[:place]
+        first = run_tap(config, catalog=catalog)
+        started = (first.state or {})["bookmarks"]
+        # An hour later on Cliniko's clock, changes in every stream: more than two pages each.
+        server.config.clock_offset_seconds = 3600
+        active = sorted(first.ids("patients"), key=int)
+        for patient in active[:15]:
+            server.store.update_patient(patient, {"notes": "changed since the last run"})
+        for patient in active[15:30]:
+            server.store.archive_patient(patient)
+        for patient in active[30:45]:
+            server.store.delete_patient(patient)
+        for name, document in (("config", config), ("catalog", catalog), ("state", first.state)):
+            (tmp_path / f"{name}.json").write_text(json.dumps(document))
+        asked: Counter[str] = Counter()
+        lock = threading.Lock()
+        failed = threading.Event()
+        waited: list[bool] = []
+        tap: TapProcess | None = None
+
+        def fail_one_stream(route: str, args: Any) -> int | None:
+            with lock:
+                asked[route] += 1
+                number = asked[route]
+            if route == ROUTES[failing] and number == failing_request:
+                assert tap is not None
+                if when == "during its turn":
+                    waited.append(until(lambda: tap.records_of(failing)))
+                elif when == "after other streams wrote":
+                    moved = [partial(tap.bookmark_moved, s, started.get(s, {})) for s in earlier]
+                    waited.append(until(lambda: all(check() for check in moved)))
+                failed.set()
+                return 503
+            if when == "before its turn" and route == ROUTES[earlier[0]]:
+                waited.append(failed.wait(60))
+            return None
+
+        server.before_list_page = fail_one_stream
+        args = [*TAP_EVERY_TWO, "--config", str(tmp_path / "config.json")]
+        args += ["--catalog", str(tmp_path / "catalog.json")]
+        tap = TapProcess([*args, "--state", str(tmp_path / "state.json")], tmp_path / "tap.err")
+        code, stderr = tap.finish()
+        server.before_list_page = None
+    assert failed.is_set() and waited and all(waited), f"the failure did not come {when}"
+    assert code == 1, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("tap-cliniko: error:")]
+    assert len(errors) == 1, stderr[-2000:]
+    assert errors[0].startswith(f"tap-cliniko: error: {failing}: GET "), errors[0]
+    assert "503" in errors[0] and "Traceback" not in stderr
+    succeeded = [line for line in stderr.splitlines() if '"status":"succeeded"' in line]
+    assert not [line for line in succeeded if f'"stream":"{failing}"' in line], "reported done"
+    states = [m["value"]["bookmarks"] for m in tap.messages if m["type"] == "STATE"]
+    for stream in earlier:
+        mark, before = states[-1][stream], started.get(stream, {})
+        assert mark["replication_key_value"] > before.get("replication_key_value", ""), stream
+    for stream in order[place:]:
+        for key in ("replication_key_value", "last_full_read"):
+            before = started.get(stream, {}).get(key)
+            assert all(s.get(stream, {}).get(key) == before for s in states), (stream, key)
+    written = {m["stream"] for m in tap.messages if m["type"] == "RECORD"}
+    assert written == {*earlier, *([failing] if when == "during its turn" else [])}

@@ -333,7 +333,7 @@ def test_budget_never_exceeds_its_rolling_minute() -> None:
     assert now[0] - before >= 30
 
 
-ATTEMPTS = 14
+ATTEMPTS = 18
 STATE_EVERY = 20  # a STATE every 20 records, as every 10,000 on a large real account
 
 
@@ -398,18 +398,31 @@ def received_messages(process: subprocess.Popen[bytes], kill_after: int | None) 
     return [json.loads(line) for line in data.split(b"\n")[:-1] if line.strip()]
 
 
-def stream_cut(messages: list[Any]) -> str | None:
-    """The stream a kill cut after some of its records arrived, before its closing STATE."""
-    records = [i for i, message in enumerate(messages) if message["type"] == "RECORD"]
-    if not records:
-        return None
-    stream: str = messages[records[-1]]["stream"]
-    for message in messages[records[-1] + 1 :]:
-        if message["type"] != "STATE":
-            continue
-        if "progress_markers" not in message["value"]["bookmarks"].get(stream, {}):
-            return None  # the stream was finished when the kill came
-    return stream
+def skipped_by_a_resumable_bookmark(
+    messages: list[Any], whole: SyncResult, started_from: dict[str, Any]
+) -> list[str]:
+    """Rows a bookmark saved mid-stream would skip, were the run resumed from the last STATE.
+
+    Such a bookmark (the updated_at of the last record before a STATE) is wrong: rows come
+    in id order, not updated_at order. The stream is the one whose records the last STATE
+    received followed; the rows are those of the uninterrupted run from the same state not
+    received before that STATE, updated before that bookmark. Only in incremental runs: a
+    bookmark without a whole read behind it starts a whole read anyway.
+    """
+    states = [i for i, message in enumerate(messages) if message["type"] == "STATE"]
+    saved = [m for m in messages[: states[-1]] if m["type"] == "RECORD"] if states else []
+    if not saved:
+        return []
+    stream = saved[-1]["stream"]
+    if "last_full_read" not in started_from.get(stream, {}):
+        return []
+    sent = {m["record"]["id"] for m in saved if m["stream"] == stream}
+    bookmark = saved[-1]["record"].get("updated_at") or ""
+    return [
+        record["id"]
+        for record in whole.records.get(stream, [])
+        if record["id"] not in sent and (record.get("updated_at") or "") < bookmark
+    ]
 
 
 def stale_or_lost(snapshot: dict[str, Any], last: dict[str, tuple[str, Any]]) -> list[str]:
@@ -431,14 +444,17 @@ def test_sigkill_at_random_points_never_loses_a_patient(
 ) -> None:
     """Kill the tap anywhere in a sync, change patients, rerun from the last STATE received.
 
-    Each kill point is drawn across the whole of the run it interrupts: a line number up to
-    the length of an uninterrupted run from the same state (measured first, in-process).
-    Every fourth run is let finish, so that the runs after it are incremental and their
-    kills land between one saved bookmark and the next.
+    Each kill point is drawn across the records of the run it interrupts: a line number up
+    to the last RECORD of an uninterrupted run from the same state (measured first,
+    in-process). Every fourth run is let finish, so that the runs after it are incremental;
+    between runs 120 patients change, so that an incremental run holds several mid-stream
+    STATEs and its kills land between them. The schedule is checked to hold kills where a
+    mid-stream bookmark taken as resumable would skip rows, so a tap that saved one would
+    lose patients here.
     """
     monkeypatch.setattr(ClinikoStream, "STATE_MSG_FREQUENCY", STATE_EVERY)
     rng = random.Random(35)
-    cuts: list[tuple[str, bool]] = []  # (stream, incremental) of kills cut before a STATE
+    traps: list[int] = []  # per kill: rows a resumable mid-stream bookmark would skip
     # Patients only: the checks below key received records by id, which other streams reuse.
     with sandbox(patients=900, seed=35, collections=0) as server:
         settings = tap_config(server.base_url, lookback_seconds=0)
@@ -453,7 +469,8 @@ def test_sigkill_at_random_points_never_loses_a_patient(
             if attempt % 4 != 3 and attempt < ATTEMPTS - 1:
                 # Every stream selected by default, as the command line below runs them.
                 whole = run_tap(settings, state=copy.deepcopy(state), streams=None)
-                kill_after = rng.randint(1, len(whole.lines))
+                records = [i for i, line in enumerate(whole.lines) if '"RECORD"' in line]
+                kill_after = rng.randint(1, records[-1] + 1) if records else 1
             started_from = copy.deepcopy(state.get("bookmarks", {}))
             process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             messages = received_messages(process, kill_after)
@@ -464,13 +481,14 @@ def test_sigkill_at_random_points_never_loses_a_patient(
                     state = message["value"]
             if kill_after is None:
                 assert process.returncode == 0
-                continue
-            if stream := stream_cut(messages):
-                cuts.append((stream, "replication_key_value" in started_from.get(stream, {})))
-            change_patients(server, rng, 40, str(attempt))
+            else:
+                traps.append(len(skipped_by_a_resumable_bookmark(messages, whole, started_from)))
+            if attempt < ATTEMPTS - 1:  # after a complete run too: the next one has work
+                change_patients(server, rng, 300, str(attempt))
         problems = stale_or_lost(server.store.snapshot(), last)
-    assert len(cuts) >= 3, f"kills cut a stream after its records, before its STATE: {cuts}"
-    assert any(incremental for _, incremental in cuts), f"some in incremental runs: {cuts}"
+    assert sum(1 for skipped in traps if skipped) >= 3, (
+        f"too few kills a wrong bookmark loses at: {traps}"
+    )
     assert not problems, problems[:10]
 
 

@@ -85,6 +85,15 @@ class SandboxServer:
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="cliniko-sandbox-")
             data_dir = Path(self._tmp.name)
+        self.faults = Faults(
+            latency_ms=config.latency_ms,
+            error_rate=config.error_rate,
+            drop_rate=config.drop_rate,
+            truncate_rate=config.truncate_rate,
+            html_200_rate=config.html_200_rate,
+            midbody_drop_rate=config.midbody_drop_rate,
+            seed=config.fault_seed,
+        )
         self.store = Store(
             Path(data_dir) / "cliniko.sqlite3",
             behaviour=config.behaviour,
@@ -95,15 +104,6 @@ class SandboxServer:
             sort_mode=config.sort_mode,
         )
         self.store.seed(config.patients, config.seed, collections=config.collections)
-        self.faults = Faults(
-            latency_ms=config.latency_ms,
-            error_rate=config.error_rate,
-            drop_rate=config.drop_rate,
-            truncate_rate=config.truncate_rate,
-            html_200_rate=config.html_200_rate,
-            midbody_drop_rate=config.midbody_drop_rate,
-            seed=config.fault_seed,
-        )
         self.requests: list[RequestRecord] = []
         self.before_list_page: Any = None
         self.forbidden: set[str] = set(config.forbidden)  # change it while the server runs
@@ -114,7 +114,7 @@ class SandboxServer:
             faults=self.faults,
             limiter=RateLimiter(config.rate_limit_per_minute),
             rate_limit_header=config.rate_limit_header,
-            server_time=lambda: time.time() + config.clock_offset_seconds,
+            server_time=self.server_time,
             requests_log=self.requests,
             hook=lambda: self.before_list_page,
             variant_routes=config.variant_routes,
@@ -128,10 +128,15 @@ class SandboxServer:
         self.store.link_base = self.base_url
         self._thread: threading.Thread | None = None
 
+    def server_time(self) -> float:
+        """The server's clock (UNIX time): this machine's plus the offset, unless stopped."""
+        if (stopped := self.faults.clock_stopped_at) is not None:
+            return stopped
+        return time.time() + self.config.clock_offset_seconds
+
     def now(self) -> datetime:
-        """The server's clock: this machine's plus the configured offset, to the second."""
-        moment = datetime.fromtimestamp(time.time() + self.config.clock_offset_seconds, UTC)
-        return moment.replace(microsecond=0)
+        """The server's clock, to the second."""
+        return datetime.fromtimestamp(self.server_time(), UTC).replace(microsecond=0)
 
     def start(self) -> SandboxServer:
         """Serve on a background thread."""

@@ -117,7 +117,7 @@ def create_app(
     rate_limit_header: str,
     server_time: Callable[[], float],
     requests_log: list[RequestRecord],
-    hook: Callable[[], Callable[[str, Any], None] | None],
+    hook: Callable[[], Callable[[str, Any], int | None] | None],
     variant_routes: bool = True,
     forbidden: set[str] | None = None,
 ) -> Flask:
@@ -255,8 +255,9 @@ def create_app(
         """Any list route: filters, sort, page, per_page, links keeping the q[] filters."""
         if variant in LEGACY_VARIANTS and not variant_routes:
             return message("Not found", 404)
-        if (before := hook()) is not None:
-            before(request.path, request.args)
+        # A test's hook sees the request first; a status it returns is the answer.
+        if (before := hook()) is not None and (status := before(request.path, request.args)):
+            return message("Injected failure.", status, _retry_headers(status))
         try:
             page = int(request.args.get("page", "1"))
             per_page = int(request.args.get("per_page", "50"))

@@ -22,6 +22,9 @@ class Faults:
     html_200_rate: float = 0.0
     midbody_drop_rate: float = 0.0  # headers and part of the body, then the socket closes
     seed: int = 0
+    #: Cliniko's clock stopped at this UNIX time (None: it runs): Date headers and the
+    #: stamps of changes then fall in a second a test chose, however slow the machine.
+    clock_stopped_at: float | None = None
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _fail_next: list[tuple[int, Callable[[str, Any], bool] | None]] = field(
