@@ -173,6 +173,7 @@ class ClinikoAPI:
         while True:
             attempt += 1
             unreachable = False
+            answered_with: int | None = None
             turn.take()
             try:
                 with self.scheduler.slot(priority):
@@ -180,6 +181,7 @@ class ClinikoAPI:
             except RetryableResponse as exc:
                 wait = exc.wait if exc.wait is not None else cliniko.backoff_wait(attempt)
                 reason = str(exc)
+                answered_with = exc.status
                 if exc.status is not None:
                     # Cliniko itself answered (5xx, 429): the host is right, and this route's
                     # trouble is its own; the next request may ask while this one waits.
@@ -206,7 +208,10 @@ class ClinikoAPI:
                 host = urlsplit(url).netloc
                 if unreachable:
                     raise cliniko.unreachable_error(host, reason, attempt, elapsed)
-                error = ClinikoError if self._first_answer.answered else EveryRequestFails
+                # Only a failure no route could escape (no answer, or not Cliniko's) is the
+                # account's; a status Cliniko answered with is this route's own.
+                answered = self._first_answer.answered or answered_with is not None
+                error = ClinikoError if answered else EveryRequestFails
                 raise error(
                     f"GET {path} on {host} still failing after {attempt} attempts over"
                     f" {elapsed:.0f}s ({reason}): Cliniko may be down or throttling; rerun"

@@ -156,7 +156,11 @@ class ClinikoStream(RESTStream[Any]):
         """
         if not self.api.connected or str(exc).startswith(f"{self.name}:"):
             return exc
-        return type(exc)(f"{self.name}: {exc}")
+        # The same kind with the same attributes, whatever else its constructor takes.
+        named = type(exc).__new__(type(exc))
+        named.__dict__.update(exc.__dict__)
+        named.args = (f"{self.name}: {exc}",)
+        return named
 
     def pages(self, context: Context | None, priority: int = WRITER) -> Iterator[Rows]:
         """The stream's raw rows, a page at a time (what request_records writes)."""
