@@ -39,7 +39,7 @@ from tap_cliniko.records import row_id
 Params = list[tuple[str, str]]
 
 ID_MODE, CREATED_MODE, LINKS_MODE = "id", "created_at", "links"
-#: How often one second's rows are re-read when rows leave it while it is being paged.
+#: Most passes over one second's rows paged by number: two passes that read alike end it.
 SECOND_REREADS = 5
 #: How often a page contradicting its own total_entries is asked again before its list fails.
 REASKS = 2
@@ -428,32 +428,37 @@ def scan_by_created(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:
 def _one_second(
     fetch: Fetch, url: str, base: Params, second: datetime, seen: set[int]
 ) -> Iterator[Page]:
-    """Yield the rows created in one second, page by page, re-reading it if its count moves."""
+    """Yield the rows created in one second, page by page, until one pass reads what the last did.
+
+    Rows entering or leaving the second while it is paged move every later row (a swap
+    moves them with the count unchanged): only two passes reading the same ids in the same
+    order show that no row was jumped over.
+    """
     window = [
         *base,
         ("q[]", f"created_at:>={format_time(second)}"),
         ("q[]", f"created_at:<{format_time(second + timedelta(seconds=1))}"),
     ]
+    previous: list[int] | None = None
     for _ in range(SECOND_REREADS):
-        total: int | None = None
-        moved = False
+        order: list[int] = []
         number = 1
         bound = _PageBound(url)
         while True:
             bound.check(number)
             page = fetch(url, [*window, ("page", str(number))])
             bound.note(page)
-            fresh = [r for r in page.rows if int(row_id(r) or 0) not in seen]
-            seen.update(int(row_id(r) or 0) for r in fresh)
+            ids = [int(row_id(r) or 0) for r in page.rows]
+            order.extend(ids)
+            fresh = [r for r, i in zip(page.rows, ids, strict=True) if i not in seen]
+            seen.update(ids)
             yield replace(page, rows=fresh)
-            if total is not None and page.total_entries != total:
-                moved = True
-            total = page.total_entries
             if not page.next_link or not page.rows:
                 break
             number += 1
-        if not moved:
+        if order == previous:
             return
+        previous = order
     raise ClinikoError(
         f"GET {urlsplit(url).path}: rows created at {format_time(second)} kept changing"
         " while they were read:"

@@ -312,6 +312,28 @@ def test_created_at_mode_rereads_a_second_whose_rows_move_while_it_is_read() -> 
     assert len(got) == len(set(got))
 
 
+def test_created_at_mode_rereads_a_second_when_one_row_leaves_and_another_enters() -> None:
+    """Its count stays the same, yet every later row moves: a count alone cannot tell.
+
+    Found by test_no_loss (seed 212980, sort refused): an unarchived patient entered a busy
+    second as another was archived, and a patient who stayed active was never emitted.
+    """
+    rows = [(n, "2024-01-01T00:00:01Z") for n in range(10, 40)]
+    listing = CreatedList(rows, per_page=5)
+    swapped = False
+
+    def swap_mid_second(params: Params) -> None:
+        nonlocal swapped
+        if ("page", "3") in params and not swapped:
+            swapped = True  # 38 (page one: ids descend) leaves, 5 enters after the last page
+            listing.rows = [r for r in listing.rows if r[0] != 38] + [(5, rows[0][1])]
+
+    listing.on_request = swap_mid_second
+    got = run(paging.scan_by_created(lambda url, params: listing.answer(params), URL, []))
+    assert set(range(10, 40)) - {38} <= set(got), "a row that stayed was skipped"
+    assert len(got) == len(set(got))
+
+
 class Glitching(KeysetList):
     """A keyset list whose answers from the `start`-th on are glitched `times` times in a row.
 
