@@ -428,17 +428,56 @@ def scan_by_created(fetch: Fetch, url: str, params: Params) -> Iterator[Page]:
 def _one_second(
     fetch: Fetch, url: str, base: Params, second: datetime, seen: set[int]
 ) -> Iterator[Page]:
-    """Yield the rows created in one second, page by page, until one pass reads what the last did.
-
-    Rows entering or leaving the second while it is paged move every later row (a swap
-    moves them with the count unchanged): only two passes reading the same ids in the same
-    order show that no row was jumped over.
-    """
+    """Yield the rows created in one second: in id windows, or by page number where Cliniko
+    ignores id filters."""
     window = [
         *base,
         ("q[]", f"created_at:>={format_time(second)}"),
         ("q[]", f"created_at:<{format_time(second + timedelta(seconds=1))}"),
     ]
+    try:
+        yield from _second_by_ids(fetch, url, window, seen)
+    except CursorIgnored:
+        yield from _second_by_number(fetch, url, window, second, seen)
+
+
+def _second_by_ids(fetch: Fetch, url: str, window: Params, seen: set[int]) -> Iterator[Page]:
+    """One second's rows in id windows, cut until each is whole in one answer.
+
+    A window read in one answer holds every row of it at that moment, however rows come and
+    go: a row that stays in the second is in the answer of its window. A window with more
+    is cut at an id of its answer (rows yielded, that id in neither half), so windows shrink
+    and the read ends. Raises CursorIgnored where Cliniko ignores id:> or id:<.
+    """
+    windows: list[tuple[int, int | None]] = [(0, None)]
+    while windows:
+        above, below = windows.pop()
+        bounds = [("q[]", f"id:>{above}")]
+        if below is not None:
+            bounds.append(("q[]", f"id:<{below}"))
+        page = fetch(url, [*window, *bounds])
+        ids = [int(row_id(r) or 0) for r in page.rows]
+        if below is not None and any(i >= below for i in ids):
+            raise CursorIgnored(f"GET {urlsplit(url).path}: Cliniko ignores id:< here")
+        fresh = [r for r, i in zip(page.rows, ids, strict=True) if i not in seen]
+        seen.update(ids)
+        yield replace(page, rows=fresh)
+        whole = page.total_entries is not None and page.total_entries <= len(ids)
+        if (not page.next_link and whole) or not ids:
+            continue  # an empty answer that says more is refused by checked()
+        cut = sorted(ids)[(len(ids) - 1) // 2]
+        windows += [(cut, below), (above, cut)]
+
+
+def _second_by_number(
+    fetch: Fetch, url: str, window: Params, second: datetime, seen: set[int]
+) -> Iterator[Page]:
+    """One second's rows page by page, until one pass reads what the last did.
+
+    Rows entering or leaving the second while it is paged move every later row (a swap
+    moves them with the count unchanged): only two passes reading the same ids in the same
+    order show that no row was jumped over.
+    """
     previous: list[int] | None = None
     for _ in range(SECOND_REREADS):
         order: list[int] = []

@@ -258,9 +258,13 @@ def test_pages_out_of_id_order_are_refused_as_out_of_order() -> None:
 class CreatedList:
     """Rows with created_at, answered in Cliniko's default order (created_at, then any)."""
 
-    def __init__(self, rows: list[tuple[int, str]], per_page: int) -> None:
+    def __init__(
+        self, rows: list[tuple[int, str]], per_page: int, ids: bool = True, ascending: bool = False
+    ) -> None:
         self.rows = rows
+        self.ascending = ascending  # the order within one second
         self.per_page = per_page
+        self.ids = ids  # whether id:> and id:< filters are honoured
         self.requests: list[Params] = []
         self.on_request: Callable[[Params], None] = lambda _: None
 
@@ -270,11 +274,18 @@ class CreatedList:
         since = [v[len("created_at:>=") :] for k, v in params if v.startswith("created_at:>=")]
         until = [v[len("created_at:<") :] for k, v in params if v.startswith("created_at:<")]
         page = int(dict(params).get("page", "1"))
+        above = [int(v[4:]) for k, v in params if v.startswith("id:>")] if self.ids else []
+        below = [int(v[4:]) for k, v in params if v.startswith("id:<")] if self.ids else []
         chosen = [
-            (i, c) for i, c in self.rows if all(c >= s for s in since) and all(c < u for u in until)
+            (i, c)
+            for i, c in self.rows
+            if all(c >= s for s in since)
+            and all(c < u for u in until)
+            and all(i > a for a in above)
+            and all(i < b for b in below)
         ]
-        # The order within one second is the server's business: here, ids descending.
-        chosen.sort(key=lambda r: (r[1], -r[0]))
+        # The order within one second is the server's business: here, ids descending (or not).
+        chosen.sort(key=lambda r: (r[1], r[0] if self.ascending else -r[0]))
         start = (page - 1) * self.per_page
         part = chosen[start : start + self.per_page]
         more = len(chosen) > start + self.per_page
@@ -282,22 +293,27 @@ class CreatedList:
         return Page([{"id": str(i), "created_at": c} for i, c in part], link, len(chosen))
 
 
-def test_created_at_mode_reads_every_row_once_even_when_a_second_holds_many() -> None:
+@pytest.mark.parametrize("ascending", [False, True], ids=["ids descending", "ids ascending"])
+@pytest.mark.parametrize("ids", [True, False], ids=["id windows", "by page number"])
+def test_created_at_mode_reads_every_row_once_even_when_a_second_holds_many(
+    ids: bool, ascending: bool
+) -> None:
     rng = random.Random(5)
     rows = []
     for n in range(1, 121):
         second = rng.choice([1, 2, 2, 2, 3, 4, 5]) if n < 100 else 9
         rows.append((n * 13 % 997, f"2024-01-01T00:00:0{second}Z"))
-    listing = CreatedList(rows, per_page=7)
+    listing = CreatedList(rows, per_page=7, ids=ids, ascending=ascending)
     got = run(paging.scan_by_created(lambda url, params: listing.answer(params), URL, []))
     assert sorted(got) == sorted(i for i, _ in rows)
     assert len(got) == len(set(got))
     assert not any(key == "sort" for request in listing.requests for key, _ in request)
 
 
-def test_created_at_mode_rereads_a_second_whose_rows_move_while_it_is_read() -> None:
+@pytest.mark.parametrize("ids", [True, False], ids=["id windows", "by page number"])
+def test_created_at_mode_rereads_a_second_whose_rows_move_while_it_is_read(ids: bool) -> None:
     rows = [(n, "2024-01-01T00:00:01Z") for n in range(1, 31)]
-    listing = CreatedList(rows, per_page=5)
+    listing = CreatedList(rows, per_page=5, ids=ids)
     removed = False
 
     def leave_mid_second(params: Params) -> None:
@@ -312,14 +328,15 @@ def test_created_at_mode_rereads_a_second_whose_rows_move_while_it_is_read() -> 
     assert len(got) == len(set(got))
 
 
-def test_created_at_mode_rereads_a_second_when_one_row_leaves_and_another_enters() -> None:
+@pytest.mark.parametrize("ids", [True, False], ids=["id windows", "by page number"])
+def test_created_at_mode_rereads_a_second_when_one_row_leaves_and_another_enters(ids: bool) -> None:
     """Its count stays the same, yet every later row moves: a count alone cannot tell.
 
     Found by test_no_loss (seed 212980, sort refused): an unarchived patient entered a busy
     second as another was archived, and a patient who stayed active was never emitted.
     """
     rows = [(n, "2024-01-01T00:00:01Z") for n in range(10, 40)]
-    listing = CreatedList(rows, per_page=5)
+    listing = CreatedList(rows, per_page=5, ids=ids)
     swapped = False
 
     def swap_mid_second(params: Params) -> None:
@@ -476,7 +493,7 @@ def test_next_links_that_never_end_end_the_read_within_the_count() -> None:
 def test_a_second_read_by_page_number_ends_when_the_server_ignores_the_page() -> None:
     """created_at mode: a second whose pages never end (page= ignored) is bounded by its count."""
     rows = [(n, "2024-01-01T00:00:01Z") for n in range(1, 31)]
-    listing = CreatedList(rows, per_page=5)
+    listing = CreatedList(rows, per_page=5, ids=False)  # paged by number: id filters ignored
     real = listing.answer
 
     def ignoring_page(params: Params) -> Page:
