@@ -154,9 +154,11 @@ class ClinikoAPI:
         except BaseException:
             turn.end(answered=False)
             raise
-        if turn.alone and self._on_first_answer:
-            self._on_first_answer()
-        turn.end(answered=True)
+        try:
+            if turn.alone and self._on_first_answer:
+                self._on_first_answer()  # writes the output held so far: it may fail
+        finally:
+            turn.end(answered=True)
         return page
 
     def _get_with_retries(
@@ -183,13 +185,15 @@ class ClinikoAPI:
                 reason = str(exc)
                 answered_with = exc.status
                 if exc.status is not None:
+                    self._first_answer.heard = True
                     # Cliniko itself answered (5xx, 429): the host is right, and this route's
                     # trouble is its own; the next request may ask while this one waits.
                     turn.end(answered=False)
             except TRANSIENT_ERRORS as exc:
                 wait = cliniko.backoff_wait(attempt)
                 reason = _transient_reason(exc)
-                unreachable = not self._first_answer.answered and not isinstance(
+                # Once Cliniko sent any status, the host is right: this is an outage.
+                unreachable = not self._first_answer.heard and not isinstance(
                     exc, requests.ReadTimeout
                 )
             except requests.RequestException as exc:

@@ -85,6 +85,9 @@ class ClinikoStream(RESTStream[Any]):
     answered = False
     #: Whether this run skipped the stream (a 403 on its first request).
     skipped = False
+    #: Whether this run's read left rows out on purpose (a parent's route gone): then no
+    #: ACTIVATE_VERSION, so the target keeps the rows it has of them.
+    incomplete = False
     #: This run's full-table version, sent as ACTIVATE_VERSION once the read is complete.
     _pending_version: int | None = None
 
@@ -139,7 +142,7 @@ class ClinikoStream(RESTStream[Any]):
         except ClinikoError as exc:
             raise self._named(exc) from None
         # Here the last record is written: the read is complete, unless it was skipped.
-        if not self.skipped and not self.get_batch_config(self.config):
+        if not self.get_batch_config(self.config):
             self._activate_version()
         if self._server_start is not None:
             lookback = timedelta(seconds=self.config.get("lookback_seconds", 300))
@@ -166,7 +169,7 @@ class ClinikoStream(RESTStream[Any]):
         """The stream's raw rows, a page at a time (what request_records writes)."""
         self._priority = priority
         self._whole_read_at = self._server_start = None
-        self.answered = self.skipped = False
+        self.answered = self.skipped = self.incomplete = False
         return self.rows(context)
 
     @override
@@ -177,16 +180,16 @@ class ClinikoStream(RESTStream[Any]):
         self._pending_version = full_table_version
 
     def _activate_version(self) -> None:
-        """Send this run's ACTIVATE_VERSION, if it is a full-table run with versions on."""
+        """Send this run's ACTIVATE_VERSION, if it is a full-table run with versions on that
+        read every row: not for a stream skipped, nor one whose read left some rows out."""
         version, self._pending_version = self._pending_version, None
-        if version is not None:
+        if version is not None and not self.skipped and not self.incomplete:
             super()._write_activate_version_message(version)
 
     @override
     def _sync_batches(self, batch_config: Any, context: Context | None = None) -> None:
         super()._sync_batches(batch_config, context)
-        if not self.skipped:  # after the last BATCH message (a failed read raised above)
-            self._activate_version()
+        self._activate_version()  # after the last BATCH message (a failed read raised above)
 
     def rows(self, context: Context | None) -> Iterator[Rows]:
         """The patient routes' rows: one pass per column of since_fields."""

@@ -106,6 +106,8 @@ class FirstAnswer:
         self._asking = False
         self._verdict: BaseException | None = None
         self.answered = False
+        #: Whether the server sent any HTTP status at all (a 5xx, a 429): it is reachable.
+        self.heard = False
 
     def take_turn(self) -> bool:
         """Wait until this request may be sent: True when it asks alone (answered: False).
@@ -128,6 +130,7 @@ class FirstAnswer:
         with self._changed:
             self._asking = False
             self.answered = self.answered or answered
+            self.heard = self.heard or answered
             if verdict is not None:
                 self._verdict = verdict
             self._changed.notify_all()

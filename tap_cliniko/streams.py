@@ -229,8 +229,15 @@ class CollectionStream(SkipsForbidden):
             [partial(nested, p, t) for p in parent_ids for t in collection.routes],
             self.api.scheduler.slots,
         )
+        # A parent removed mid-sync, or a route Cliniko dropped: rows not read this run stay
+        # as the target has them (no ACTIVATE_VERSION), never retired on a guess.
+        self.incomplete = self.incomplete or bool(missing)
         for template in sorted(missing):
-            LOGGER.warning("%s: some or all parents had no %s route", self.name, template)
+            LOGGER.warning(
+                "%s: some or all parents had no %s route; the rows the target has of them stay",
+                self.name,
+                template,
+            )
 
     def _numbered_pages(self, route: str) -> Iterator[Rows]:
         """A list without ids or filters (/services): its pages by number, as Cliniko links them."""

@@ -115,6 +115,26 @@ def test_a_stream_skipped_on_403_sends_no_activate_version(sandbox: Any) -> None
     assert result.records["taxes"] and not result.records.get("users")
 
 
+def test_a_child_stream_missing_a_parents_route_sends_no_activate_version(sandbox: Any) -> None:
+    """A 404 on one parent's nested route (the parent went away, or Cliniko dropped the
+    route): the rows of the others arrive, and the target keeps the ones it has of it."""
+    with sandbox(patients=20, seed=5) as server:
+        config = tap_config(server.base_url, per_page=2)
+        whole = run_tap(config, streams=["business_practitioners"])
+        rows = whole.records["business_practitioners"]
+        parent = str(rows[0]["business_id"])
+        server.faults.fail_route_after(f"/businesses/{parent}/practitioners", 0, status=404)
+        result = run_tap(config, streams=["business_practitioners"])
+    kinds = [(m["type"], m.get("stream")) for m in map(json.loads, result.lines)]
+    assert ("ACTIVATE_VERSION", "business_practitioners") in [
+        (m["type"], m.get("stream")) for m in map(json.loads, whole.lines)
+    ]
+    assert ("ACTIVATE_VERSION", "business_practitioners") not in kinds
+    others = {r["id"] + r["business_id"] for r in rows if str(r["business_id"]) != parent}
+    got = {r["id"] + r["business_id"] for r in result.records["business_practitioners"]}
+    assert others and others <= got, "the other parents' rows must all arrive"
+
+
 @pytest.mark.parametrize("status", [500, 403])
 def test_a_stream_failing_half_way_sends_no_activate_version(
     sandbox: Any, tmp_path: Path, status: int
