@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib
 import json
@@ -51,13 +52,35 @@ def install_target(name: str) -> Path:
     requirements = loader_pins()[name]
     env_dir = TARGET_VENVS / name
     executable = env_dir / "bin" / name
-    stamp = env_dir / ".installed"
     digest = hashlib.sha256(json.dumps([sys.version, *requirements]).encode()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest and executable.exists():
-        return executable
-    make_venv(env_dir, requirements)
-    stamp.write_text(digest)
+    with installing(env_dir, digest, executable) as needed:
+        if needed:
+            make_venv(env_dir, requirements)
     return executable
+
+
+@contextlib.contextmanager
+def locked(env_dir: Path) -> Iterator[None]:
+    """An exclusive lock on env_dir (a file beside it) for as long as the block runs."""
+    env_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(env_dir.parent / f".{env_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def installing(env_dir: Path, digest: str, needed_file: Path) -> Iterator[bool]:
+    """Hold env_dir's install lock; yields whether it must be (re)built, stamps it after.
+
+    Two pytest workers (or two test sessions) may want the same venv at once: one builds
+    it while the other waits, then finds the stamp and uses it.
+    """
+    stamp = env_dir / ".installed"
+    with locked(env_dir):
+        needed = not (stamp.exists() and stamp.read_text() == digest and needed_file.exists())
+        yield needed
+        if needed:
+            stamp.write_text(digest)
 
 
 def make_venv(env_dir: Path, requirements: list[str]) -> Path:
@@ -269,7 +292,8 @@ class Meltano:
 def meltano_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every plugin of meltano.yml installed once per session into .venv-stack/meltano."""
     workdir = tmp_path_factory.mktemp("meltano-install")
-    Meltano(isolated_environ(workdir), workdir / "meltano.log")("install")
+    with locked(MELTANO_SYS_DIR):  # another worker may be installing: wait, then skip
+        Meltano(isolated_environ(workdir), workdir / "meltano.log")("install")
     return MELTANO_SYS_DIR
 
 
@@ -284,9 +308,8 @@ def dagster_python() -> Path:
     """Python of .venv-stack/dagster: orchestration/requirements.txt, (re)built when it changes."""
     requirements = ROOT / "orchestration" / "requirements.txt"
     env_dir = ROOT / ".venv-stack" / "dagster"
-    stamp = env_dir / ".installed"
     digest = hashlib.sha256(sys.version.encode() + requirements.read_bytes()).hexdigest()
-    if not (stamp.exists() and stamp.read_text() == digest and (env_dir / "bin/python").exists()):
-        make_venv(env_dir, ["-r", str(requirements)])
-        stamp.write_text(digest)
+    with installing(env_dir, digest, env_dir / "bin" / "python") as needed:
+        if needed:
+            make_venv(env_dir, ["-r", str(requirements)])
     return env_dir / "bin" / "python"
