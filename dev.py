@@ -130,10 +130,11 @@ def test(args: list[str]) -> int:
         ):
             if code := stages.run(name, python, "-m", *check):
                 return code
+        if quick:  # further arguments go to pytest too (--quick with them was the whole suite)
+            tier = [*PARALLEL, *QUICK, SLOWEST, *args]
+            return stages.run("pytest --quick", python, "-m", "pytest", *tier)
         if args:
             return stages.run("pytest " + " ".join(args), python, "-m", "pytest", SLOWEST, *args)
-        if quick:
-            return stages.run("pytest --quick", python, "-m", "pytest", *PARALLEL, *QUICK, SLOWEST)
         return stages.run("pytest (whole suite)", python, "-m", "pytest", *PARALLEL, SLOWEST)
     finally:
         stages.report()

@@ -178,16 +178,21 @@ class TapCliniko(Tap):
     @override
     def setup_mapper(self) -> None:
         # The SDK registers a deselected stream with an empty schema, on which any "*" map
-        # fails (its key `id` is gone); it writes nothing, so its whole schema is registered.
+        # fails (its key `id` is gone); it writes nothing, so with stream maps its whole
+        # schema is registered. Without, the empty schema (copying 42 schemas was most of
+        # a tap's start-up).
         PluginBase.setup_mapper(self)
+        maps = bool(self.config.get("stream_maps"))
         selected: dict[str, frozenset[str]] = {}
         registered = []
         for entry in self.catalog.streams:
             name = entry.stream or entry.tap_stream_id
-            schema, mask = entry.schema.to_dict(), entry.metadata.resolve_selection()
+            mask = entry.metadata.resolve_selection()
             if mask[()]:
-                schema = get_selected_schema(name, schema, mask)
+                schema = get_selected_schema(name, entry.schema.to_dict(), mask)
                 selected[name] = frozenset(schema.get("properties", {}))
+            else:
+                schema = entry.schema.to_dict() if maps else {"type": "object", "properties": {}}
             registered.append((name, schema, entry.key_properties))
         check_stream_maps(self.config.get("stream_maps"), selected)
         for name, schema, keys in registered:

@@ -8,6 +8,7 @@ class-scoped fixture stays on one worker, and the longest stages are handed out 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
@@ -163,15 +164,32 @@ def tap_config(base_url: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+def _discovery_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings discovery reads: not where Cliniko is (one catalog per shape of config)."""
+    return {k: v for k, v in config.items() if k != "base_url"}
+
+
+@functools.lru_cache(maxsize=32)
+def _discovered(config_json: str) -> dict[str, Any]:
+    """The catalog a tap with this config discovers (a tap start-up saved per run_tap)."""
+    return TapCliniko(config=json.loads(config_json)).catalog_dict
+
+
 def selecting(config: dict[str, Any], streams: Iterable[str]) -> dict[str, Any]:
     """The discovered catalog with exactly these streams selected (all their fields)."""
-    catalog = TapCliniko(config=config).catalog_dict
+    discovered = _discovered(json.dumps(_discovery_config(config), sort_keys=True))
     wanted = set(streams)
-    for entry in catalog["streams"]:
-        for metadata in entry["metadata"]:
-            if metadata["breadcrumb"] == []:
-                metadata["metadata"]["selected"] = entry["tap_stream_id"] in wanted
-    return catalog
+
+    def select(entry: dict[str, Any]) -> dict[str, Any]:
+        chosen = entry["tap_stream_id"] in wanted
+        metadata = [
+            {**m, "metadata": {**m["metadata"], "selected": chosen}} if m["breadcrumb"] == [] else m
+            for m in entry["metadata"]
+        ]
+        return {**entry, "metadata": metadata}
+
+    # New dicts where selection changes; the rest is shared (the tap copies what it reads).
+    return {**discovered, "streams": [select(entry) for entry in discovered["streams"]]}
 
 
 def run_tap(

@@ -5,6 +5,7 @@ It imports nothing from the tap, and the tap nothing from it.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import threading
 import time
@@ -140,7 +141,9 @@ class SandboxServer:
 
     def start(self) -> SandboxServer:
         """Serve on a background thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # Polled often so stop() returns at once (werkzeug's default poll is half a second).
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.02)
+        self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
         return self
 
