@@ -23,6 +23,7 @@ from tap_cliniko.cliniko import ClinikoError
 from tap_cliniko.concurrency import WRITER, Rows
 from tap_cliniko.paging import Page, Params
 from tap_cliniko.records import (
+    UnknownFields,
     date_fields,
     needs_redaction,
     normalize_patient,
@@ -377,6 +378,7 @@ class ClinikoStream(RESTStream[Any]):
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        self.unknown_fields.note(row)
         record = normalize_patient(row, self._properties, self._date_fields)
         if record is None:
             return None
@@ -406,6 +408,11 @@ class ClinikoStream(RESTStream[Any]):
     @cached_property
     def _everything_selected(self) -> bool:
         return all(self.mask.values())
+
+    @cached_property
+    def unknown_fields(self) -> UnknownFields:
+        """Fields Cliniko sent in this run that the schema lacks (the tap warns at the end)."""
+        return UnknownFields(self._properties)
 
     @cached_property
     def _properties(self) -> tuple[str, ...]:

@@ -51,6 +51,30 @@ def row_id(raw: Mapping[str, Any]) -> str | None:
     return None
 
 
+class UnknownFields:
+    """Top-level field names Cliniko sent that the stream's schema lacks: names, never values.
+
+    Records of one stream nearly always have the same keys in the same order, so each new
+    shape of keys is looked at once (a tuple's hash per record on the record path).
+    """
+
+    SHAPES = 256  # distinct key shapes remembered before starting over (bounded memory)
+
+    def __init__(self, known: Iterable[str]) -> None:
+        self.known = frozenset(known) | {"links"}  # links become the schema's *_id fields
+        self.names: set[str] = set()
+        self._shapes: set[tuple[str, ...]] = set()
+
+    def note(self, raw: Mapping[str, Any]) -> None:
+        shape = tuple(raw)
+        if shape in self._shapes:
+            return
+        if len(self._shapes) >= self.SHAPES:
+            self._shapes.clear()
+        self._shapes.add(shape)
+        self.names.update(name for name in shape if name not in self.known)
+
+
 def normalize_patient(
     raw: Mapping[str, Any], properties: Iterable[str], dates: frozenset[str]
 ) -> dict[str, Any] | None:

@@ -255,6 +255,7 @@ class CollectionStream(SkipsForbidden):
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         collection = self.collection
+        self.unknown_fields.note(row)
         record = normalize_record(
             row, self._properties, self._date_fields, self._links, has_id="id" in collection.key
         )

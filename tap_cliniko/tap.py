@@ -282,7 +282,10 @@ class TapCliniko(Tap):
     @override  # type: ignore[misc]
     def sync_all(self) -> None:
         self._reading_ahead = True
-        super().sync_all()
+        try:
+            super().sync_all()
+        finally:
+            self._warn_unknown_fields()
         writer = self.message_writer
         if isinstance(writer, BufferedWriter) and not writer.ended_with_state:
             # The SDK skips a STATE equal to the last one, but targets such as target-jsonl
@@ -295,6 +298,18 @@ class TapCliniko(Tap):
                 "HTTP 403 on every selected stream: the API key's Cliniko user lacks permission"
                 " to read them; give that user access in its role, or use another user's key"
             )
+
+    def _warn_unknown_fields(self) -> None:
+        """One warning per stream naming the fields Cliniko sent that its schema lacks."""
+        for stream in self.streams.values():
+            unknown = stream.__dict__.get("unknown_fields")  # only streams that read rows
+            if unknown is not None and unknown.names:
+                self.logger.warning(
+                    "%s: Cliniko sent fields the schema lacks, not extracted: %s (README:"
+                    " Fields the schema does not know)",
+                    stream.name,
+                    ", ".join(sorted(unknown.names)),
+                )
 
     @cached_property
     def read_ahead(self) -> ReadAhead:

@@ -54,6 +54,8 @@ class SandboxConfig:
     fault_seed: int = 0
     host: str = "127.0.0.1"
     port: int = 0
+    #: Fields a real account may send that the schemas lack: on every row, synthetic values.
+    extra_fields: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,6 +105,7 @@ class SandboxServer:
             unarchive_touches_updated_at=config.unarchive_touches_updated_at,
             cancel_touches_updated_at=config.cancel_touches_updated_at,
             sort_mode=config.sort_mode,
+            extra_fields=config.extra_fields,
         )
         self.store.seed(config.patients, config.seed, collections=config.collections)
         self.requests: list[RequestRecord] = []

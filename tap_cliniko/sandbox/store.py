@@ -73,8 +73,10 @@ class Store:
         unarchive_touches_updated_at: bool = True,
         cancel_touches_updated_at: bool = True,
         sort_mode: str = "honoured",
+        extra_fields: tuple[str, ...] = (),
     ) -> None:
         self.behaviour = behaviour
+        self.extra_fields = extra_fields
         self.clock = clock
         self.archive_touches_updated_at = archive_touches_updated_at
         self.unarchive_touches_updated_at = unarchive_touches_updated_at
@@ -535,7 +537,11 @@ class Store:
         self, record: dict[str, Any], base: str, *, listing: str = "", name: str = "patients"
     ) -> dict[str, Any]:
         """The row as the API shows it, in this account's behaviour."""
-        return render_row(record, base, listing=listing, name=name, behaviour=self.behaviour)
+        row = render_row(record, base, listing=listing, name=name, behaviour=self.behaviour)
+        if "id" in row:  # not a deleted row reduced to deleted_at and its link
+            for extra in self.extra_fields:
+                row.setdefault(extra, f"synthetic {extra} {row['id']}")
+        return row
 
 
 def _plus_minutes(moment: str, minutes: int) -> str:

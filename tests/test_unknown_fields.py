@@ -1,0 +1,52 @@
+"""Fields Cliniko sends that a stream's schema lacks: named once per stream, never valued."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tap_cliniko.records import UnknownFields
+from tests.conftest import run_tap, tap_config
+
+EXTRA = ("favourite_colour", "loyalty_tier")
+READ = ("patients", "archived_patients", "appointment_types", "businesses")
+
+
+def schema_lacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "schema lacks" in r.getMessage()]
+
+
+def test_fields_the_schema_lacks_are_named_once_per_stream_and_never_valued(
+    sandbox: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with sandbox(patients=40, collections=0.5, extra_fields=EXTRA) as server:
+        result = run_tap(tap_config(server.base_url, per_page=10), streams=READ)
+    lines = schema_lacks(caplog)
+    named = sorted(line.split(":", 1)[0] for line in lines)
+    assert named == sorted(READ), lines  # one line per stream read, over many pages
+    for line in lines:
+        assert "favourite_colour, loyalty_tier" in line, line
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "synthetic" not in logged, "a value of a field reached the log"
+    assert result.sequence, "nothing was read"
+    for _, record in result.sequence:
+        assert not set(EXTRA) & set(record), "a field the schema lacks was extracted"
+
+
+def test_no_warning_when_every_field_is_in_the_schema(
+    sandbox: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The local Cliniko sends what the schemas hold: a whole account warns of nothing."""
+    with sandbox(patients=30, collections=0.5) as server:
+        result = run_tap(tap_config(server.base_url), streams=None)
+    assert len({stream for stream, _ in result.sequence}) > 30, "too few streams read"
+    assert schema_lacks(caplog) == []
+
+
+def test_key_shapes_seen_are_bounded_and_names_kept() -> None:
+    unknown = UnknownFields(["id", "name"])
+    for n in range(UnknownFields.SHAPES * 3):
+        unknown.note({"id": 1, "name": "x", f"f{n % 500}": 1, "links": {}})
+    assert len(unknown._shapes) <= UnknownFields.SHAPES
+    assert unknown.names == {f"f{n}" for n in range(500)}
