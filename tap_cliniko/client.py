@@ -23,6 +23,8 @@ from tap_cliniko.cliniko import ClinikoError
 from tap_cliniko.concurrency import WRITER, Rows
 from tap_cliniko.paging import Page, Params
 from tap_cliniko.records import (
+    UNKNOWN,
+    UNKNOWN_PROPERTY,
     UnknownFields,
     date_fields,
     needs_redaction,
@@ -51,10 +53,21 @@ LAST_FULL_READ = "last_full_read"
 STATE_LOCK = threading.RLock()
 
 
+class ClinikoSchema(StreamSchema):  # type: ignore[type-arg]
+    """A schema file; with unknown_fields 'keep', one more property for what the file lacks."""
+
+    @override
+    def get_stream_schema(self, stream: Any, stream_class: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = super().get_stream_schema(stream, stream_class)
+        if stream is None or stream.config.get("unknown_fields") != "keep":
+            return schema
+        return {**schema, "properties": {**schema["properties"], UNKNOWN: UNKNOWN_PROPERTY}}
+
+
 class ClinikoStream(RESTStream[Any]):
     """A Cliniko patient list: incremental on updated_at, read in id order by keyset."""
 
-    schema = StreamSchema(SchemaDirectory(SCHEMAS), key="patient")
+    schema = ClinikoSchema(SchemaDirectory(SCHEMAS), key="patient")
     primary_keys: ClassVar[Sequence[str]] = ("id",)
     replication_key = "updated_at"
     is_sorted = False
@@ -382,6 +395,8 @@ class ClinikoStream(RESTStream[Any]):
         record = normalize_patient(row, self._properties, self._date_fields)
         if record is None:
             return None
+        if self._keep_unknown:
+            record[UNKNOWN] = self.unknown_fields.kept(row)
         if needs_redaction(record, self.config.get("privacy_redaction", "off")):
             return redact_patient(record)
         return record
@@ -413,6 +428,10 @@ class ClinikoStream(RESTStream[Any]):
     def unknown_fields(self) -> UnknownFields:
         """Fields Cliniko sent in this run that the schema lacks (the tap warns at the end)."""
         return UnknownFields(self._properties)
+
+    @cached_property
+    def _keep_unknown(self) -> bool:
+        return UNKNOWN in self.schema["properties"]  # unknown_fields 'keep' (ClinikoSchema)
 
     @cached_property
     def _properties(self) -> tuple[str, ...]:

@@ -11,6 +11,10 @@ LINK_ID = re.compile(r"/[a-z_]+/(\d+)/?$")
 PATIENT_LINK = re.compile(r"/patients/(\d+)/?$")
 
 PRIVACY_MODES = ("off", "rejected", "rejected_or_unanswered")
+UNKNOWN_FIELD_MODES = ("drop", "keep")
+#: With unknown_fields 'keep': the property holding the fields the schema lacks, by name.
+UNKNOWN = "unknown_fields"
+UNKNOWN_PROPERTY: dict[str, Any] = {"type": ["object", "null"], "additionalProperties": True}
 
 # Kept when a patient's personal data is blanked: identity, timestamps and status.
 KEPT_WHEN_REDACTED = frozenset(
@@ -64,6 +68,11 @@ class UnknownFields:
         self.known = frozenset(known) | {"links"}  # links become the schema's *_id fields
         self.names: set[str] = set()
         self._shapes: set[tuple[str, ...]] = set()
+
+    def kept(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The fields of raw the schema lacks, by name (None when there are none)."""
+        extra = {name: value for name, value in raw.items() if name not in self.known}
+        return extra or None
 
     def note(self, raw: Mapping[str, Any]) -> None:
         shape = tuple(raw)

@@ -16,7 +16,7 @@ from tap_cliniko.cliniko import (
     base_url_for_key,
     check_base_url,
 )
-from tap_cliniko.records import PRIVACY_MODES
+from tap_cliniko.records import PRIVACY_MODES, UNKNOWN_FIELD_MODES
 
 CLINIKO_REQUESTS_PER_MINUTE = 200
 
@@ -108,6 +108,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         default=True,
         description="Send ACTIVATE_VERSION for full-table streams, so that targets which"
         " support it drop rows that are gone from Cliniko. Incremental streams never send it.",
+    ),
+    th.Property(
+        "unknown_fields",
+        th.StringType(nullable=False, allowed_values=list(UNKNOWN_FIELD_MODES)),
+        default="drop",
+        description="What to do with fields Cliniko sends that a stream's schema lacks (the"
+        " run names them either way): 'drop' them, or 'keep' them in the record's"
+        " `unknown_fields` object, so no new field is lost (a new field of a health-data"
+        " API may be sensitive: passing it on is your decision; privacy_redaction blanks it).",
     ),
     th.Property(
         "privacy_redaction",

@@ -7,15 +7,16 @@ from collections.abc import Iterator
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from singer_sdk import SchemaDirectory, StreamSchema
+from singer_sdk import SchemaDirectory
 from typing_extensions import override
 
 from tap_cliniko import cliniko, paging
 from tap_cliniko.api import ClinikoAPI
-from tap_cliniko.client import SCHEMAS, ClinikoStream, sent_once
+from tap_cliniko.client import SCHEMAS, ClinikoSchema, ClinikoStream, sent_once
 from tap_cliniko.cliniko import ClinikoError, Forbidden, RouteNotFound
 from tap_cliniko.concurrency import WRITER, Rows, side_by_side
 from tap_cliniko.records import (
+    UNKNOWN,
     link_id_fields,
     normalize_record,
     patients_named,
@@ -261,6 +262,8 @@ class CollectionStream(SkipsForbidden):
         )
         if record is None:
             return None
+        if self._keep_unknown:
+            record[UNKNOWN] = self.unknown_fields.kept(row)
         consent = self._consent if collection.patient_fields else None
         if consent and consent.redacts(patients_named(record, collection.patient_fields)):
             return redact_fields(record, self._personal)
@@ -292,7 +295,7 @@ def stream_class(collection: Collection) -> type[CollectionStream]:
             "path": collection.path,
             "records_key": collection.records_key,
             "permission": collection.permission,
-            "schema": StreamSchema(SchemaDirectory(SCHEMAS), key=collection.name),
+            "schema": ClinikoSchema(SchemaDirectory(SCHEMAS), key=collection.name),
             "primary_keys": collection.key,
             "replication_key": "updated_at" if collection.incremental else None,
             "selected_by_default": not collection.clinical,

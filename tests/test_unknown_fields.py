@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -50,3 +51,32 @@ def test_key_shapes_seen_are_bounded_and_names_kept() -> None:
         unknown.note({"id": 1, "name": "x", f"f{n % 500}": 1, "links": {}})
     assert len(unknown._shapes) <= UnknownFields.SHAPES
     assert unknown.names == {f"f{n}" for n in range(500)}
+
+
+def test_keep_puts_the_fields_in_one_declared_object_and_redaction_blanks_it(
+    sandbox: Any,
+) -> None:
+    with sandbox(patients=40, collections=0.5, extra_fields=EXTRA) as server:
+        kept = run_tap(tap_config(server.base_url, unknown_fields="keep"), streams=READ)
+        redacted = run_tap(
+            tap_config(
+                server.base_url, unknown_fields="keep", privacy_redaction="rejected_or_unanswered"
+            ),
+            streams=("patients", "individual_appointments"),
+        )
+    messages = [json.loads(line) for line in kept.lines]
+    schemas = {m["stream"]: m["schema"] for m in messages if m["type"] == "SCHEMA"}
+    for stream in READ:
+        properties = schemas[stream]["properties"]
+        assert "object" in properties["unknown_fields"]["type"], stream
+    rows = [(stream, record) for stream, record in kept.sequence]
+    assert {stream for stream, _ in rows} == set(READ)
+    for _, record in rows:
+        assert record["unknown_fields"] == {
+            name: f"synthetic {name} {record['id']}" for name in EXTRA
+        }
+    blanked = [r for s, r in redacted.sequence if r["unknown_fields"] is None]
+    consenting = [r for s, r in redacted.sequence if r["unknown_fields"] is not None]
+    assert blanked, "redaction left every patient's unknown fields in place"
+    for record in consenting:
+        assert set(record["unknown_fields"]) == set(EXTRA)
