@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from singer_sdk import SchemaDirectory
 from typing_extensions import override
 
-from tap_cliniko import cliniko, paging
+from tap_cliniko import paging
 from tap_cliniko.api import ClinikoAPI
 from tap_cliniko.client import SCHEMAS, ClinikoSchema, ClinikoStream, sent_once
 from tap_cliniko.cliniko import ClinikoError, Forbidden, RouteNotFound
@@ -184,7 +184,10 @@ class CollectionStream(SkipsForbidden):
         # Whether archiving or cancelling moves updated_at is not known (as for patients),
         # so an incremental run also asks for rows archived or cancelled since the bookmark.
         columns = ("updated_at", *(h.split(":", 1)[0] for h in collection.hidden))
-        passes = [[cliniko.since_filter(c, start)] for c in columns] if start else [[]]
+        # As learned on earlier runs: a filter Cliniko ignored here is not asked for again.
+        passes = [self._since(c, start, context) for c in columns] if start else [[]]
+        if [] in passes:  # one pass reads the whole list: every other pass is inside it
+            passes = [[]]
         seen: dict[str, tuple[Any, ...]] = {}
         for route in collection.routes:
             for since in passes:
@@ -192,7 +195,7 @@ class CollectionStream(SkipsForbidden):
                 # The same row found by two passes is sent once.
                 yield from sent_once(pages, columns, seen, len(passes) > 1)
         if collection.deleted_route:
-            deleted_since = [cliniko.since_filter("deleted_at", start)] if start else []
+            deleted_since = self._since("deleted_at", start, context) if start else []
             try:
                 yield from self._scan(deleted_since, context, collection.deleted_route)
             except RouteNotFound:

@@ -124,6 +124,29 @@ def test_a_route_ignoring_the_id_cursor_is_read_by_created_at_instead(
     assert (result.state or {})["bookmarks"]["patients"]["paging_mode"] == "created_at"
 
 
+def test_a_collection_ignoring_its_bookmark_filter_is_not_asked_for_it_again(
+    sandbox: Any,
+) -> None:
+    """Learned once and kept in state: later runs read invoices whole, no second warning."""
+    streams = ("invoices",)
+    with sandbox(patients=40, seed=67) as server:
+        config = tap_config(server.base_url, per_page=10, lookback_seconds=0)
+        first = run_tap(config, streams=streams)
+        server.faults.ignore_filters("/v1/invoices", "updated_at:")
+        for row_id in sorted(server.store.snapshot("invoices"), key=int)[:3]:
+            server.store.update("invoices", row_id, {"notes": "changed"})
+        learned = run_tap(config, state=first.state, streams=streams)
+        asked = len(server.requests)
+        again = run_tap(config, state=learned.state, streams=streams)
+        later = server.requests[asked:]
+        live = {k for k, e in server.store.snapshot("invoices").items() if e["status"] != "deleted"}
+    bookmark = (learned.state or {})["bookmarks"]["invoices"]
+    assert bookmark["unsearchable_filters"] == {"updated_at": None}
+    assert set(again.ids("invoices")) >= live  # the whole list, every run after
+    filtered = [r for r in later if r.path == "/v1/invoices" and "updated_at" in r.query_string]
+    assert not filtered, f"asked again for the filter Cliniko ignores: {filtered[0].query_string}"
+
+
 def test_a_route_ignoring_every_cursor_fails_in_one_line(sandbox: Any, tmp_path: Path) -> None:
     with sandbox(patients=150, seed=65) as server:
         server.faults.ignore_filters("/v1/patients", "id:", "created_at:")
