@@ -2,6 +2,8 @@
 
     python scripts/generate_schemas.py            # (re)write the schemas
     python scripts/generate_schemas.py --check    # exit 1 if a committed schema differs
+    python scripts/generate_schemas.py --profile profile.json [--profile ...]
+        # report the fields a doctor profile saw that the schemas lack (names, JSON types)
 
 The input is Cliniko's published OpenAPI document, copied to tests/api-docs/openapi.yaml.
 The rules (see `convert`): every value may be null, because the spec's `nullable` is not
@@ -172,11 +174,84 @@ def load_spec(path: Path = SPEC) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
 
+PATIENT_STREAMS = ("patients", "archived_patients", "deleted_patients")  # schemas/patient.json
+JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array", "null")
+
+
+class ProfileError(Exception):
+    """A profile that cannot be read: the message is the one line to print."""
+
+
+def read_profile(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Stream -> unknown field -> observed JSON types, from a doctor profile (names only)."""
+    try:
+        profile = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"profile {path} is not JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(profile, dict) or profile.get("profile_version") != 1:
+        raise ProfileError(
+            f"{path} is not a doctor profile of version 1: write one with"
+            " tap-cliniko-doctor --config config.json --output profile.json"
+        )
+    fields: dict[str, dict[str, list[str]]] = {}
+    for stream, seen in (profile.get("collections") or {}).items():
+        unknown = seen.get("unknown_fields") if isinstance(seen, dict) else None
+        if not isinstance(unknown, dict) or not all(
+            isinstance(types, list) and set(types) <= set(JSON_TYPES) for types in unknown.values()
+        ):
+            raise ProfileError(
+                f"{path}: collections.{stream}.unknown_fields must map field names to lists"
+                f" of JSON types ({', '.join(JSON_TYPES)})"
+            )
+        fields[stream] = unknown
+    return fields
+
+
+def schema_key(stream: str) -> str:
+    """The schema file a stream reads (the patient streams share schemas/patient.json)."""
+    return "patient" if stream in PATIENT_STREAMS else stream
+
+
+def profile_report(profiles: list[Path], schemas: Path = SCHEMAS) -> str:
+    """What the profiles saw that the committed schemas lack: stream, field, JSON types."""
+    seen: dict[str, dict[str, set[str]]] = {}
+    for path in profiles:
+        for stream, unknown in read_profile(path).items():
+            for name, types in unknown.items():
+                seen.setdefault(stream, {}).setdefault(name, set()).update(types)
+    lines = [f"Fields seen in {len(profiles)} profile(s) that the schemas lack:"]
+    for stream in sorted(seen):
+        schema_file = schemas / f"{schema_key(stream)}.json"
+        known = json.loads(schema_file.read_text())["properties"] if schema_file.is_file() else {}
+        for name in sorted(set(seen[stream]) - set(known)):
+            types = [t for t in JSON_TYPES if t in seen[stream][name]]
+            lines.append(f"  {stream}.{name}: {' | '.join(types) or 'no value seen'}")
+    if len(lines) == 1:
+        lines.append("  none: every field seen is in the schemas")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     parser.add_argument("--spec", type=Path, default=SPEC)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        action="append",
+        default=[],
+        help="a doctor profile: report the fields it saw that the schemas lack (repeatable)",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        try:
+            sys.stdout.write(profile_report(args.profile))
+        except ProfileError as exc:
+            print(f"generate_schemas: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     files = generate(load_spec(args.spec))
     stale = [
         n

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -15,6 +18,7 @@ from scripts.generate_schemas import (
     load_spec,
     merge,
     one_record_links,
+    profile_report,
     record_schema,
 )
 from tap_cliniko.resources import ARCHIVED, BY_NAME, CANCELLED, COLLECTIONS
@@ -197,3 +201,65 @@ def _resolve_props(node: dict[str, Any]) -> dict[str, Any]:
         props.update(_resolve_props(variant))
     props.update(node.get("properties", {}))
     return props
+
+
+def write_profile(path: Path, collections: dict[str, Any]) -> Path:
+    path.write_text(json.dumps({"profile_version": 1, "collections": collections}))
+    return path
+
+
+def test_a_profile_report_names_the_fields_the_schemas_lack_with_their_types(
+    tmp_path: Path,
+) -> None:
+    one = write_profile(
+        tmp_path / "one.json",
+        {
+            "patients": {
+                "unknown_fields": {"pronouns_v2": ["string", "null"], "email": ["string"]}
+            },
+            "appointments": {"unknown_fields": {"telehealth_room": ["object"]}},
+            "taxes": {"unknown_fields": {}},
+        },
+    )
+    two = write_profile(
+        tmp_path / "two.json",
+        {
+            "archived_patients": {"unknown_fields": {"pronouns_v2": ["null"]}},
+            "patients": {"unknown_fields": {"pronouns_v2": ["integer"]}},
+        },
+    )
+    report = profile_report([one, two])
+    assert report.splitlines() == [
+        "Fields seen in 2 profile(s) that the schemas lack:",
+        "  appointments.telehealth_room: object",
+        "  archived_patients.pronouns_v2: null",
+        "  patients.pronouns_v2: string | integer | null",  # email is in schemas/patient.json
+    ]
+    assert profile_report([write_profile(tmp_path / "none.json", {})]).splitlines()[1] == (
+        "  none: every field seen is in the schemas"
+    )
+
+
+def test_a_bad_profile_is_refused_in_one_line(tmp_path: Path) -> None:
+    cases = {
+        "missing.json": None,
+        "bad.json": "{",
+        "old.json": json.dumps({"profile_version": 0}),
+        "types.json": json.dumps(
+            {"profile_version": 1, "collections": {"patients": {"unknown_fields": {"a": ["text"]}}}}
+        ),
+    }
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        done = subprocess.run(
+            [sys.executable, "scripts/generate_schemas.py", "--profile", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            cwd=SCHEMAS.parent,
+        )
+        assert done.returncode == 2, (name, done.stderr)
+        assert done.stdout == ""
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("generate_schemas: error: "), done.stderr
+        assert "Traceback" not in done.stderr
