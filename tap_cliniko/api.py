@@ -7,7 +7,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -124,6 +124,8 @@ class ClinikoAPI:
         # (fail fast); after that it is an outage worth the long retry budget.
         self._first_answer = FirstAnswer()
         self._on_first_answer = on_first_answer
+        #: Called with each response's headers (the doctor reads Date and rate-limit names).
+        self.on_headers: Callable[[Mapping[str, str]], None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -250,6 +252,8 @@ class ClinikoAPI:
         )
         content = _body_by(response, deadline - self._clock(), late)
         status = response.status_code
+        if self.on_headers is not None:
+            self.on_headers(response.headers)
         LOGGER.debug("GET %s -> %d", path, status)
         if status == 429:
             wait = cliniko.rate_limit_wait(response.headers, self._wall_clock())
