@@ -211,3 +211,27 @@ def test_bad_input_is_one_line(tmp_path: Path, config_text: str | None, message:
     assert done.returncode == 2
     assert done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
+
+
+def test_a_wrong_key_is_one_line_not_a_report_of_errors(sandbox: Sandbox, tmp_path: Path) -> None:
+    with sandbox(patients=20, collections=0) as server:
+        config = tmp_path / "config.json"
+        settings = {
+            "api_key": "wrong-key-au1",
+            "base_url": server.base_url,
+            "user_agent": USER_AGENT,
+        }
+        config.write_text(json.dumps(settings))
+        done = subprocess.run(
+            [Path(sys.executable).with_name("tap-cliniko-doctor"), "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        asked = len(server.requests)
+    assert done.returncode == 2, done.stdout
+    assert done.stdout == ""
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "HTTP 401" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "wrong-key" not in done.stderr
+    assert asked == 1

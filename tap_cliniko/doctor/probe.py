@@ -13,7 +13,13 @@ from typing import Any
 from tap_cliniko import cliniko
 from tap_cliniko.api import ClinikoAPI
 from tap_cliniko.client import SCHEMAS
-from tap_cliniko.cliniko import ClinikoError, Forbidden, RouteNotFound, SortRefused
+from tap_cliniko.cliniko import (
+    ClinikoError,
+    EveryRequestFails,
+    Forbidden,
+    RouteNotFound,
+    SortRefused,
+)
 from tap_cliniko.paging import Page
 from tap_cliniko.resources import ARCHIVED, CANCELLED, COLLECTIONS, Collection
 from tap_cliniko.settings import check_config, resolve_base_url
@@ -90,6 +96,8 @@ class Probe:
         started = time.monotonic()
         try:
             page = self.api.get_page(self.api.base_url + path, params, records_key)
+        except EveryRequestFails:
+            raise  # a wrong key, host or shard: no collection can answer, one line says why
         except Forbidden:
             return Answer("forbidden")
         except RouteNotFound:
