@@ -144,7 +144,7 @@ def collection_report(probe: Probe, c: Collection) -> dict[str, Any]:
     first = probe.ask(c.path, [("per_page", "100")], key, f"checking {c.name}")
     report: dict[str, Any] = {
         "status": first.status if first.status != "refused" else "error",
-        "counts": {"active": None, "archived": None, "cancelled": None, "deleted": None},
+        "counts": {s: None for s in ("active", "archived", "cancelled", "deleted", "inactive")},
         "routes": {"archived": None, "deleted": None, "cancelled": None, "inactive": None},
         "filters": {
             f: None
@@ -180,6 +180,11 @@ def collection_report(probe: Probe, c: Collection) -> dict[str, Any]:
         report["routes"]["deleted"] = answer.status == "ok"
         if answer.page is not None:
             report["counts"]["deleted"] = answer.page.total_entries
+    if (inactive := f"{c.path}/inactive") in c.also:
+        answer = probe.ask(inactive, [("per_page", "1")], key, f"{c.name} inactive")
+        report["routes"]["inactive"] = answer.status == "ok"
+        if answer.page is not None:
+            report["counts"]["inactive"] = answer.page.total_entries
     if c is PATIENTS:
         _patients_extra(probe, report, rows)
     ids = _ids(rows)

@@ -5,6 +5,7 @@ It imports nothing from the tap, and the tap nothing from it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
 import threading
@@ -18,6 +19,9 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from tap_cliniko.sandbox.app import RateLimiter, RequestRecord, create_app
 from tap_cliniko.sandbox.faults import Faults
+from tap_cliniko.sandbox.profile import apply as apply_profile
+from tap_cliniko.sandbox.profile import read as read_profile
+from tap_cliniko.sandbox.shaping import AccountShape
 from tap_cliniko.sandbox.store import SORT_MODES, Store
 
 __all__ = ["RequestRecord", "SandboxConfig", "SandboxServer"]
@@ -57,6 +61,21 @@ class SandboxConfig:
     #: Fields a real account may send that the schemas lack: on every row, synthetic values.
     extra_fields: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Collections whose routes answer 404 (not on this account) or 500 (broken there).
+    missing: tuple[str, ...] = ()
+    broken: tuple[str, ...] = ()
+    #: Variant routes that answer 404 ("/patients/archived", "/invoices/deleted").
+    missing_routes: tuple[str, ...] = ()
+    #: q[] filter prefixes a list path ("/v1/patients") drops, or answers 400 for.
+    ignored_filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    refused_filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Rate-limit headers sent with every answer (X-RateLimit-Limit, -Remaining, -Reset).
+    rate_limit_headers: tuple[str, ...] = ()
+    #: Rows per collection and state, id magnitudes, fields sent (a profile's; see shaping).
+    account: AccountShape = field(default_factory=AccountShape)
+    #: A doctor's profile (a path or its JSON) to shape the account like; see profile.py.
+    profile: Path | dict[str, Any] | None = None
+    scale: float = 1.0  # the profile's rows times this (a big account made small)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -78,6 +97,10 @@ class SandboxServer:
     """A running local Cliniko on a background thread: `with SandboxServer(config) as server:`."""
 
     def __init__(self, config: SandboxConfig) -> None:
+        if config.profile is not None:
+            found = config.profile
+            profile = read_profile(Path(found)) if isinstance(found, (str, Path)) else found
+            config = apply_profile(dataclasses.replace(config, profile=None), profile, config.scale)
         if config.behaviour not in ("current", "legacy"):
             raise ValueError("behaviour must be 'current' or 'legacy'")
         if config.sort_mode not in SORT_MODES:
@@ -97,6 +120,10 @@ class SandboxServer:
             midbody_drop_rate=config.midbody_drop_rate,
             seed=config.fault_seed,
         )
+        for path, prefixes in config.ignored_filters.items():
+            self.faults.ignore_filters(path, *prefixes)
+        for path, prefixes in config.refused_filters.items():
+            self.faults.refuse_filters(path, *prefixes)
         self.store = Store(
             Path(data_dir) / "cliniko.sqlite3",
             behaviour=config.behaviour,
@@ -106,6 +133,7 @@ class SandboxServer:
             cancel_touches_updated_at=config.cancel_touches_updated_at,
             sort_mode=config.sort_mode,
             extra_fields=config.extra_fields,
+            account=config.account,
         )
         self.store.seed(config.patients, config.seed, collections=config.collections)
         self.requests: list[RequestRecord] = []
@@ -123,6 +151,10 @@ class SandboxServer:
             hook=lambda: self.before_list_page,
             variant_routes=config.variant_routes,
             forbidden=self.forbidden,
+            missing=frozenset(config.missing),
+            broken=frozenset(config.broken),
+            missing_routes=frozenset(config.missing_routes),
+            rate_limit_headers=config.rate_limit_headers,
         )
         self._server: BaseWSGIServer = make_server(
             config.host, config.port, app, threaded=True, request_handler=_QuietHandler

@@ -76,6 +76,20 @@ class RateLimiter:
             sent.append(now)
             return None
 
+    def headers(self, key: str, server_now: float) -> dict[str, str]:
+        """The X-RateLimit-* headers of an answer to key: the budget, what is left, its reset."""
+        per_minute = self.per_minute or 200
+        with self._lock:
+            sent = self._sent.get(key) or collections.deque()
+            reset = (sent[0] + 60 if sent else time.time() + 60) + server_now - time.time()
+            left = max(per_minute - len(sent), 0)
+        return {
+            "X-RateLimit-Limit": str(per_minute),
+            "X-RateLimit-Remaining": str(left),
+            "X-RateLimit-Reset": str(math.ceil(reset)),
+            "Retry-After": "0",
+        }
+
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     # msgspec: the same compact UTF-8 JSON as json.dumps, several times faster (benchmarks).
@@ -120,6 +134,10 @@ def create_app(
     hook: Callable[[], Callable[[str, Any], int | None] | None],
     variant_routes: bool = True,
     forbidden: set[str] | None = None,
+    missing: frozenset[str] = frozenset(),
+    broken: frozenset[str] = frozenset(),
+    missing_routes: frozenset[str] = frozenset(),
+    rate_limit_headers: tuple[str, ...] = (),
 ) -> Flask:
     """The Flask app of one local Cliniko account."""
     app = Flask("cliniko-sandbox")
@@ -164,8 +182,14 @@ def create_app(
             return _too_many(allowed_at, rate_limit_header)
         if (status := faults.route_status(request.path.removeprefix("/v1"))) is not None:
             return message(STATUS_MESSAGES.get(status, "Injected failure."), status)
-        if forbidden and (request.view_args or {}).get("name") in forbidden:
+        served = (request.view_args or {}).get("name")
+        if forbidden and served in forbidden:
             return message(STATUS_MESSAGES[403], 403)
+        if served in missing:
+            return message("Not found", 404)
+        if served in broken:
+            return message("Internal server error.", 500)
+        request.environ["sandbox.key"] = key
         if request.method == "GET":
             if faults.roll(faults.error_rate):
                 return message("Injected server error.", faults.pick_error())
@@ -231,6 +255,10 @@ def create_app(
     @app.after_request
     def stamp(response: Response) -> Response:
         response.headers["Date"] = formatdate(server_time(), usegmt=True)
+        if rate_limit_headers and (key := request.environ.get("sandbox.key")):
+            for header, value in limiter.headers(key, server_time()).items():
+                if header in rate_limit_headers:
+                    response.headers.setdefault(header, value)
         if request.method == "GET" and response.status_code == 200:
             if faults.roll(faults.midbody_drop_rate):
                 response = _drop_midbody(response)
@@ -255,6 +283,8 @@ def create_app(
         """Any list route: filters, sort, page, per_page, links keeping the q[] filters."""
         if variant in LEGACY_VARIANTS and not variant_routes:
             return message("Not found", 404)
+        if parent_id is None and request.path.removeprefix("/v1") in missing_routes:
+            return message("Not found", 404)
         # A test's hook sees the request first; a status it returns is the answer.
         if (before := hook()) is not None and (status := before(request.path, request.args)):
             return message("Injected failure.", status, _retry_headers(status))
@@ -266,6 +296,8 @@ def create_app(
         if page < 1 or not 1 <= per_page <= 100:
             return message("per_page must be between 1 and 100; page at least 1.", 400)
         filters = [f for f in request.args.getlist("q[]") if faults.honours(request.path, f)]
+        if any(faults.refuses(request.path, f) for f in filters):
+            return message("This column is not searchable.", 400)
         nested = None
         if parent_id is not None:
             route = nested_routes[request.url_rule.rule if request.url_rule else ""]

@@ -9,7 +9,25 @@ import threading
 from pathlib import Path
 
 from tap_cliniko.sandbox import SandboxConfig, SandboxServer
+from tap_cliniko.sandbox.profile import ProfileError
+from tap_cliniko.sandbox.profile import apply as apply_profile
+from tap_cliniko.sandbox.profile import read as read_profile
 from tap_cliniko.sandbox.resources import RESOURCES, STORED
+
+#: What a --profile says of the account: these flags are refused with one.
+SHAPED = (
+    "patients",
+    "collections",
+    "behaviour",
+    "shard",
+    "api_key",
+    "archive_touches_updated_at",
+    "unarchive_touches_updated_at",
+    "variant_routes",
+    "sort_mode",
+    "forbidden",
+    "clock_offset_seconds",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> SandboxConfig:
@@ -63,10 +81,25 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     parser.add_argument("--truncate-rate", type=float, default=0.0)
     parser.add_argument("--html-200-rate", type=float, default=0.0)
     parser.add_argument("--midbody-drop-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="a tap-cliniko-doctor --output profile: serve an account shaped like it",
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="the profile's rows times this (0.01: 1%%)"
+    )
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("--host must be a loopback address: this server is for local use only")
-    return SandboxConfig(
+    if args.profile is None and args.scale != 1.0:
+        parser.error("--scale scales a --profile: give the profile too")
+    if args.profile is not None:
+        changed = [a for a in SHAPED if getattr(args, a) != parser.get_default(a)]
+        given = [f"--{a.replace('_', '-')}" for a in changed]
+        if given:
+            parser.error(f"{', '.join(given)} cannot be given with --profile: the profile says")
+    config = SandboxConfig(
         patients=args.patients,
         collections=args.collections,
         seed=args.seed,
@@ -91,6 +124,12 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
         host=args.host,
         port=args.port,
     )
+    if args.profile is None:
+        return config
+    try:  # read and checked here, so that a bad profile is one line
+        return apply_profile(config, read_profile(args.profile), args.scale)
+    except ProfileError as exc:
+        parser.exit(2, f"cliniko-sandbox: error: {exc}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

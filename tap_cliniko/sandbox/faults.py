@@ -43,6 +43,8 @@ class Faults:
     _list_requests: dict[str, int] = field(default_factory=dict, repr=False)
     #: q[] filter prefixes a path's lists drop (a proxy, an endpoint not honouring them).
     _ignored_filters: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    #: q[] filter prefixes a path's lists answer 400 for (an account refusing a filter).
+    _refused_filters: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -170,3 +172,14 @@ class Faults:
         with self._lock:
             prefixes = self._ignored_filters.get(path)
         return not (prefixes and query.startswith(prefixes))
+
+    def refuse_filters(self, path: str, *prefixes: str) -> None:
+        """Make path's lists answer 400 to q[] filters starting with any of prefixes."""
+        with self._lock:
+            self._refused_filters[path] = prefixes
+
+    def refuses(self, path: str, query: str) -> bool:
+        """Whether path's lists answer 400 to the q[] filter query."""
+        with self._lock:
+            prefixes = self._refused_filters.get(path, ())
+        return bool(prefixes) and query.startswith(prefixes)

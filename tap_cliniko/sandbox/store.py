@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from tap_cliniko.sandbox import shaping
 from tap_cliniko.sandbox.query import (
     COLUMNS,
     NOT_SEARCHABLE,
@@ -38,6 +39,7 @@ from tap_cliniko.sandbox.resources import (
     Nested,
     Resource,
 )
+from tap_cliniko.sandbox.shaping import AccountShape, id_base, id_step
 from tap_cliniko.sandbox.synth import iso, synthetic_patients
 from tap_cliniko.sandbox.writes import ValidationFailed, cancellation, validate, writable
 
@@ -74,9 +76,12 @@ class Store:
         cancel_touches_updated_at: bool = True,
         sort_mode: str = "honoured",
         extra_fields: tuple[str, ...] = (),
+        account: AccountShape | None = None,
     ) -> None:
         self.behaviour = behaviour
         self.extra_fields = extra_fields
+        self.account = account or AccountShape()
+        self.id_bases = {name: id_base(digits) for name, digits in self.account.id_digits.items()}
         self.clock = clock
         self.archive_touches_updated_at = archive_touches_updated_at
         self.unarchive_touches_updated_at = unarchive_touches_updated_at
@@ -151,6 +156,9 @@ class Store:
     def new_id(self, name: str, serial: int) -> int:
         """The id of a collection's serial-th row: unique across collections."""
         offset = OFFSETS[name]
+        if name in self.id_bases:  # a profile's magnitude
+            step = id_step(name)
+            return self.id_bases[name] + serial * step + (offset if step > 1 else 0)
         if self.behaviour == "legacy":
             return serial if name == "patients" else serial * LEGACY_ID_STEP + offset
         return CURRENT_ID_BASE + serial * CURRENT_ID_STEP + offset
@@ -159,6 +167,8 @@ class Store:
         top = self._db.execute(f"SELECT max(id) FROM {name}").fetchone()[0]
         if top is None:
             return 1
+        if name in self.id_bases:
+            return (top - self.id_bases[name]) // id_step(name) + 1
         if self.behaviour == "legacy":
             return top + 1 if name == "patients" else top // LEGACY_ID_STEP + 1
         return (top - CURRENT_ID_BASE) // CURRENT_ID_STEP + 1
@@ -199,7 +209,42 @@ class Store:
             self._db.execute("BEGIN")
             for name, records in rows.items():
                 self._db.executemany(f"INSERT INTO {name} {ROW}", [self._row(r) for r in records])
+            for name, targets in self.account.volumes.items():
+                self._shape(BY_NAME[name], targets)
             self._db.execute("COMMIT")
+
+    def _shape(self, resource: Resource, targets: dict[str, int]) -> None:
+        """Make a collection hold exactly `targets` rows per state (a profile's volumes)."""
+        name = resource.name
+        rows = [
+            self._record(row)
+            for row in self._db.execute(
+                f"SELECT {', '.join(COLUMNS)}, data FROM {name} ORDER BY id"
+            ).fetchall()
+        ]
+        plan = shaping.plan(resource, rows, targets, self.archive_touches_updated_at)
+        serial = self._next_serial(name)
+        for record in plan.new:
+            record["id"] = self.new_id(name, serial)
+            serial += 1
+        self._db.executemany(f"REPLACE INTO {name} {ROW}", [self._row(r) for r in plan.changed])
+        if plan.dropped:
+            self._db.executemany(f"DELETE FROM {name} WHERE id = ?", [[i] for i in plan.dropped])
+            if plan.survivor is not None:
+                self._repoint(resource, plan.dropped, plan.survivor)
+
+    def _repoint(self, resource: Resource, dropped: list[int], survivor: int) -> None:
+        """Rows that named a dropped row name a surviving one instead (no dangling ids)."""
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS dropped (id INTEGER PRIMARY KEY)")
+        self._db.execute("DELETE FROM dropped")
+        self._db.executemany("INSERT INTO dropped VALUES (?)", [[i] for i in dropped])
+        for other in STORED:
+            for key in shaping.references(resource, other):
+                self._db.execute(
+                    f"UPDATE {other.name} SET data = json_set(data, '$.{key}', ?)"
+                    f" WHERE json_extract(data, '$.{key}') IN (SELECT id FROM dropped)",
+                    [survivor],
+                )
 
     # Reading
 
@@ -541,6 +586,11 @@ class Store:
         if "id" in row:  # not a deleted row reduced to deleted_at and its link
             for extra in self.extra_fields:
                 row.setdefault(extra, f"synthetic {extra} {row['id']}")
+            name = record.get("_source") or name
+            for extra, kinds in self.account.unknown_fields.get(name, {}).items():
+                row.setdefault(extra, shaping.synthetic_value(extra, kinds, row["id"]))
+            for absent in self.account.omitted_fields.get(name, ()):
+                row.pop(absent, None)
         return row
 
 
