@@ -190,10 +190,23 @@ class CollectionStream(SkipsForbidden):
             passes = [[]]
         seen: dict[str, tuple[Any, ...]] = {}
         for route in collection.routes:
-            for since in passes:
-                pages = self._scan([*since, *collection.hidden], context, route)
-                # The same row found by two passes is sent once.
-                yield from sent_once(pages, columns, seen, len(passes) > 1)
+            try:
+                for since in passes:
+                    pages = self._scan([*since, *collection.hidden], context, route)
+                    # The same row found by two passes is sent once.
+                    yield from sent_once(pages, columns, seen, len(passes) > 1)
+            except RouteNotFound:
+                if route == collection.path:
+                    raise
+                # A further route (/practitioners/inactive) this account does not have: its
+                # rows cannot be read; nothing is retired on the strength of this run.
+                self.incomplete = True
+                LOGGER.warning(
+                    "%s: this account has no %s route, so its rows cannot be read; the rest"
+                    " of the stream is complete",
+                    self.name,
+                    route,
+                )
         if collection.deleted_route:
             deleted_since = self._since("deleted_at", start, context) if start else []
             try:

@@ -281,6 +281,20 @@ def test_without_the_older_deleted_routes_the_sync_completes_with_one_warning_ea
         assert {r["id"] for r in result.records[name]} == live, name
 
 
+def test_without_practitioners_inactive_the_active_ones_come_with_one_warning(
+    sandbox: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with sandbox(patients=20, seed=4, missing_routes=("/practitioners/inactive",)) as server:
+        result = run_tap(tap_config(server.base_url), streams=["practitioners", "taxes"])
+        rows = server.store.snapshot("practitioners")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("/practitioners/inactive" in w for w in warned) == 1, warned
+    active = {k for k, row in rows.items() if row["status"] == "active"}
+    assert active != set(rows), "the local Cliniko has inactive practitioners to leave out"
+    assert {r["id"] for r in result.records["practitioners"]} == active
+    assert result.records["taxes"]
+
+
 def test_child_streams_with_parents_added_archived_and_removed_mid_sync(
     sandbox: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

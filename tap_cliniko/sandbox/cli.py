@@ -20,7 +20,6 @@ SHAPED = (
     "collections",
     "behaviour",
     "shard",
-    "api_key",
     "archive_touches_updated_at",
     "unarchive_touches_updated_at",
     "variant_routes",
@@ -93,12 +92,13 @@ def parse_args(argv: list[str] | None = None) -> SandboxConfig:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("--host must be a loopback address: this server is for local use only")
     if args.profile is None and args.scale != 1.0:
-        parser.error("--scale scales a --profile: give the profile too")
+        parser.exit(2, "cliniko-sandbox: error: --scale scales a --profile: give the profile too\n")
     if args.profile is not None:
         changed = [a for a in SHAPED if getattr(args, a) != parser.get_default(a)]
         given = [f"--{a.replace('_', '-')}" for a in changed]
         if given:
-            parser.error(f"{', '.join(given)} cannot be given with --profile: the profile says")
+            flags = ", ".join(given)
+            parser.exit(2, f"cliniko-sandbox: error: {flags} cannot be given with --profile\n")
     config = SandboxConfig(
         patients=args.patients,
         collections=args.collections,

@@ -163,5 +163,6 @@ def apply(config: SandboxConfig, profile: Mapping[str, Any], scale: float = 1.0)
         changes["rate_limit_header"] = answer_429[0]
     if shard := profile.get("shard"):
         changes["shard"] = str(shard)
-        changes["api_key"] = f"sandbox-key-{shard}"
+        if not config.api_key.endswith(f"-{shard}"):  # the key names its shard
+            changes["api_key"] = f"sandbox-key-{shard}"
     return dataclasses.replace(config, **changes)

@@ -42,9 +42,10 @@ class AccountShape:
     omitted_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def id_base(digits: int) -> int:
-    """The smallest multiple of the union's step with `digits` digits (3 at least)."""
-    return math.ceil(10 ** (max(digits, 3) - 1) / UNION_ID_STEP) * UNION_ID_STEP
+def id_base(digits: int, step: int = 1) -> int:
+    """Where a collection's ids count up from (its first row's is base + step): the first is
+    the smallest multiple of step with `digits` digits, so that a profile's ids keep theirs."""
+    return math.ceil(10 ** (max(digits, 1) - 1) / step) * step - step
 
 
 def id_step(name: str) -> int:
@@ -129,7 +130,10 @@ def plan(
             result.changed.append(record)
     for state in states:  # a kept row with two hidden markers is counted by neither filter
         for record in kept[state]:
-            if sum(bool(record.get(m)) for m in resource.hidden) > 1:
+            twice = sum(bool(record.get(m)) for m in resource.hidden) > 1
+            # the synthetic clinic's archives touched updated_at; this account's do not
+            touched = state == "archived" and record["updated_at"] >= record["archived_at"]
+            if twice or (touched and not touch):
                 set_state(resource, record, state, touch)
                 result.changed.append(record)
     survivors = [r for s in states for r in kept[s]]

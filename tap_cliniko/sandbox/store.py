@@ -81,7 +81,9 @@ class Store:
         self.behaviour = behaviour
         self.extra_fields = extra_fields
         self.account = account or AccountShape()
-        self.id_bases = {name: id_base(digits) for name, digits in self.account.id_digits.items()}
+        self.id_bases = {
+            name: id_base(digits, id_step(name)) for name, digits in self.account.id_digits.items()
+        }
         self.clock = clock
         self.archive_touches_updated_at = archive_touches_updated_at
         self.unarchive_touches_updated_at = unarchive_touches_updated_at
