@@ -67,6 +67,8 @@ def differences(expected: dict[str, Any], got: dict[str, Any], scale: float) -> 
             f"{name}.{key}: {seen[key]!r} became {replay[key]!r}"
             for key in COLLECTION_KEYS
             if seen[key] != replay[key]
+            # bookings' ids are its members': their digits are compared member by member
+            and not (key == "id_digits" and SANDBOX_RESOURCES[name].union)
         ]
         resource = SANDBOX_RESOURCES[name]
         if resource.union or resource.computed:

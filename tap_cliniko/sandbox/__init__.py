@@ -21,6 +21,7 @@ from tap_cliniko.sandbox.app import RateLimiter, RequestRecord, create_app
 from tap_cliniko.sandbox.faults import Faults
 from tap_cliniko.sandbox.profile import apply as apply_profile
 from tap_cliniko.sandbox.profile import read as read_profile
+from tap_cliniko.sandbox.resources import LEGACY_VARIANTS
 from tap_cliniko.sandbox.shaping import AccountShape
 from tap_cliniko.sandbox.store import SORT_MODES, Store
 
@@ -163,6 +164,17 @@ class SandboxServer:
         self.base_url = f"http://{config.host}:{self.port}/v1"
         self.store.link_base = self.base_url
         self._thread: threading.Thread | None = None
+
+    def serves(self, route: str) -> bool:
+        """Whether a top-level list route ("/patients/deleted") answers rows to this key, or
+        the account's shape (a profile's, the drift settings) takes it away."""
+        config = self.config
+        name, _, variant = route.strip("/").partition("/")
+        if name in self.forbidden or name in config.missing or name in config.broken:
+            return False
+        if route in config.missing_routes:
+            return False
+        return config.variant_routes or variant not in LEGACY_VARIANTS
 
     def server_time(self) -> float:
         """The server's clock (UNIX time): this machine's plus the offset, unless stopped."""

@@ -98,11 +98,19 @@ class Plan:
     survivor: int | None = None  # a kept row that rows naming a dropped one now name
 
 
+def spread(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """count of rows, evenly apart (rows come in id order, which is the clinic's time order:
+    a small replay of a big account still has last month's and next week's appointments)."""
+    if count >= len(rows):
+        return list(rows)
+    return [rows[i * len(rows) // count] for i in range(count)]
+
+
 def plan(
     resource: Resource, rows: list[dict[str, Any]], targets: dict[str, int], touch: bool
 ) -> Plan:
-    """Keep each state's oldest rows up to its target; the rest change state, or go; clones
-    of the collection's own rows fill what is still missing."""
+    """Keep each state's rows up to its target (the oldest); the rest
+    change state, or go; clones of the collection's own rows fill what is still missing."""
     states = states_of(resource)
     buckets: dict[str, list[dict[str, Any]]] = {s: [] for s in states}
     for record in rows:
@@ -112,7 +120,8 @@ def plan(
     want = {s: targets.get(s, len(buckets[s])) for s in states}
     result = Plan()
     kept = {s: buckets[s][: want[s]] for s in states}
-    spare = [r for s in states for r in buckets[s][want[s] :]]
+    chosen = {id(r) for s in states for r in kept[s]}
+    spare = [r for s in states for r in buckets[s] if id(r) not in chosen]
     missing = sum(want[s] - len(kept[s]) for s in states)
     sources = [r for s in states for r in kept[s]] or spare
     while len(spare) < missing and sources:

@@ -1,4 +1,6 @@
--- Every invoice item names an invoice the invoices stream read (deleted invoices included).
+-- Every invoice item names an invoice the invoices stream read (deleted invoices included,
+-- where the account still lists them: cliniko_every_route false makes this a warning).
+{{ config(severity='error' if var('cliniko_every_route') else 'warn') }}
 select items.id, items.invoice_id
 from {{ ref('invoice_items_current') }} as items
 left join {{ ref('invoices_current') }} as invoices on invoices.id = items.invoice_id
