@@ -15,6 +15,8 @@ and state id suffix come from its entry; each run is tagged with the variable ho
 every account's schema. Without one, the single account of TAP_CLINIKO_API_KEY loads as before.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -89,6 +91,24 @@ else:
     dbt_project.preparer.prepare(dbt_project)  # `dbt parse`: the models' asset graph
 
 
+@contextlib.contextmanager
+def warehouse_turn(context: AssetExecutionContext, path: Path) -> Iterator[None]:
+    """Hold the DuckDB file's lock: one writer at a time, as DuckDB allows one process.
+
+    Accounts' runs start side by side, but their loads and the models take turns at one file;
+    this also keeps two `meltano run`s of this checkout apart (Meltano 4.4 writes every run's
+    catalog to the same .meltano/run/tap-cliniko/tap.properties.json).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            context.log.info(f"waiting for {path.name}: another run is writing it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def meltano_executable() -> str:
     """Meltano from MELTANO_BIN or PATH."""
     found = os.environ.get("MELTANO_BIN") or shutil.which("meltano")
@@ -116,7 +136,8 @@ def row_counts(path: Path, tables: list[str], schema: str = SOURCE_SCHEMA) -> di
 def cliniko_models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
     """transform/'s models and their tests (`dbt build`), over every account's tables."""
     accounts = ["--vars", json.dumps(dbt_vars(list(ACCOUNTS.values())))] if ACCOUNTS else []
-    yield from dbt.cli(["build", *accounts], context=context).stream()
+    with warehouse_turn(context, warehouse_path()):
+        yield from dbt.cli(["build", *accounts], context=context).stream()
 
 
 # The tables the models read, keyed as dagster-dbt keys their dbt sources: the load makes them
@@ -145,14 +166,15 @@ def cliniko_tables(context: AssetExecutionContext) -> Iterator[MaterializeResult
         except AccountsError as exc:
             raise Failure(str(exc)) from None
         schema = account.schema
-    result = subprocess.run(
-        [meltano_executable(), "run", *PIPELINE],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with warehouse_turn(context, Path(env["TARGET_DUCKDB_FILEPATH"])):
+        result = subprocess.run(
+            [meltano_executable(), "run", *PIPELINE],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     for line in (result.stdout + result.stderr).splitlines()[-40:]:
         context.log.info(line)
     if result.returncode != 0:

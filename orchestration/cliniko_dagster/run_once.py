@@ -30,6 +30,19 @@ def materialized(result: Any) -> dict[str, Any]:
     return found
 
 
+def failures(result: Any) -> list[str]:
+    """The first line of each failed step's error (a run that failed before its steps: its own)."""
+    found = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        found.append(f"{event.step_key}: {error.message.strip().splitlines()[0] if error else '?'}")
+    if not found and not result.success:
+        for event in result.all_events:
+            if event.is_failure or event.event_type_value == "PIPELINE_FAILURE":
+                found.append(event.message or event.event_type_value)
+    return found
+
+
 def accounts_job() -> JobDefinition:
     """The partitioned load, reconstructable in the executor's subprocesses."""
     return defs.resolve_job_def("cliniko_accounts_job")
@@ -47,7 +60,11 @@ def run_accounts(instance: DagsterInstance) -> dict[str, Any]:
         for name in names:
             tags = accounts_job().get_tags_for_partition_key(name, None)
             with execute_job(job, instance, tags=tags, raise_on_error=False) as result:
-                runs[name] = {"success": result.success, "materialized": materialized(result)}
+                runs[name] = {
+                    "success": result.success,
+                    "materialized": materialized(result),
+                    "errors": failures(result),
+                }
         return runs
 
     accounts: dict[str, Any] = {}
