@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -11,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.conftest import Meltano, isolated_environ, meltano_executable
+from tests.e2e.conftest import ROOT, Meltano, isolated_environ, meltano_executable
 from tests.e2e.test_dagster import run_in_orchestration
 from tests.e2e.test_stack import duckdb_query
 
@@ -103,11 +104,9 @@ def test_every_account_loads_into_its_schema_with_its_own_state(
             " WHERE account = 'north' AND status = 'active'"
         )
         assert sorted(north_names) == sorted(modelled_north)
-        # south's user may not read contacts: no table there, north's and east's are modelled.
-        assert query(
-            "SELECT count(*) FROM information_schema.tables"
-            " WHERE table_schema = 'cliniko_south' AND table_name = 'contacts'"
-        ) == [("0",)]
+        # south's user may not read contacts: 403, its table empty, the model has the others.
+        assert {r.status for r in servers["south"].requests if r.path == "/v1/contacts"} == {403}
+        assert query("SELECT count(*) FROM cliniko_south.contacts") == [("0",)]
         contacts = dict(
             query("SELECT account, count(*) FROM analytics.contacts_current GROUP BY 1")
         )
@@ -143,3 +142,55 @@ def test_every_account_loads_into_its_schema_with_its_own_state(
             "SELECT count(*) FROM analytics.patients_current WHERE account = 'east'"
         )
         assert modelled_east == [(str(len(servers[FAILING].store.snapshot())),)]
+
+
+# The schedule's run requests, the partition tags a backfill gets, and the instance's queue.
+SCHEDULE_SCRIPT = """
+import json
+from datetime import datetime
+from dagster import DagsterInstance, build_schedule_context
+from cliniko_dagster.definitions import defs
+schedule = defs.resolve_schedule_def("every_account_hourly")
+context = build_schedule_context(
+    scheduled_execution_time=datetime(2026, 1, 1), repository_def=defs.get_repository_def()
+)
+job = defs.resolve_job_def("cliniko_accounts_job")
+coordinator = DagsterInstance.get().run_coordinator
+print(json.dumps({
+    "partitions": job.partitions_def.get_partition_keys(),
+    "requests": [[r.partition_key, r.tags] for r in schedule.evaluate_tick(context).run_requests],
+    "backfill_tags": job.get_tags_for_partition_key("south", None),
+    "coordinator": type(coordinator).__name__,
+    "limits": coordinator.get_run_queue_config().tag_concurrency_limits,
+}))
+"""
+
+
+def test_the_schedule_runs_every_account_each_alone_one_run_per_key(
+    dagster_python: Path, tmp_path: Path
+) -> None:
+    """One run request per account, tagged with its key's variable; dagster.yaml limits each."""
+    env = isolated_environ(tmp_path / "dagster")
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
+    example = ROOT / "orchestration" / "accounts.example.yml"
+    env.update(DAGSTER_HOME=str(home), CLINIKO_ACCOUNTS_FILE=str(example))
+    result = run_in_orchestration([dagster_python, "-c", SCHEDULE_SCRIPT], env)
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["partitions"] == ["north", "south"]
+    keys = {"north": "CLINIKO_NORTH_API_KEY", "south": "CLINIKO_SOUTH_API_KEY"}
+    assert [name for name, _ in found["requests"]] == ["north", "south"]
+    for name, tags in found["requests"]:
+        assert tags["cliniko/api_key"] == keys[name]
+        assert tags["dagster/max_retries"] == "2"
+    assert found["backfill_tags"]["cliniko/api_key"] == keys["south"]
+    assert found["backfill_tags"]["dagster/partition"] == "south"
+    assert found["coordinator"] == "QueuedRunCoordinator"
+    assert found["limits"] == [
+        {"key": "cliniko/api_key", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
+    dagster = dagster_python.with_name("dagster")
+    validate = [dagster, "definitions", "validate", "-m", "cliniko_dagster.definitions"]
+    checked = run_in_orchestration(validate, env)
+    assert "All code locations passed validation" in checked.stdout + checked.stderr
