@@ -4,8 +4,8 @@
     python scripts/generate_models.py --check    # exit 1 if a committed file differs
 
 Each default-selected collection (not clinical) gets models/current/<name>_current.sql calling
-the latest_record macro, and its tests in models/current/collections_current.yml: unique (per account) and
-not-null key, accepted status values (active plus the lifecycle dates its schema has).
+the latest_record macro, and its tests in models/current/collections_current.yml: a key unique
+per account and not null, accepted status values (active plus the lifecycle dates its schema has).
 Full-table collections and child streams are reloaded whole on every run, so their table is the
 current state once deduplicated on the key; a row gone from Cliniko is deleted where the loader
 stamps it `_sdc_deleted_at` on ACTIVATE_VERSION. models/sources.yml lists every loaded table.

@@ -118,10 +118,14 @@ def test_every_account_loads_into_its_schema_with_its_own_state(
         for name in servers:
             assert before[name]["singer_state"]["bookmarks"]["patients"], name
         # Second run: north and south continue from their own bookmarks; east breaks half-way.
-        renamed = next(iter(servers["north"].store.snapshot()))
-        servers["north"].store.update_patient(renamed, {"last_name": "Renamed"})
-        for server in servers.values():
+        for name, server in servers.items():
+            full = [r.query_string for r in server.requests if r.path == "/v1/patients"]
+            assert full and not any("updated_at" in q for q in full), f"{name}: not a full read"
             server.requests.clear()
+        renamed = {}
+        for name in ("north", "south"):
+            renamed[name] = next(iter(servers[name].store.snapshot()))
+            servers[name].store.update_patient(renamed[name], {"last_name": f"Renamed {name}"})
         servers[FAILING].faults.fail_route_after("*", answered=3, status=500)
         second = run_once()
         assert not second["success"]
@@ -132,10 +136,11 @@ def test_every_account_loads_into_its_schema_with_its_own_state(
             assert patients and all("updated_at" in r.query_string for r in patients), name
             assert state(name) != before[name], f"{name}'s bookmarks did not move"
         assert state(FAILING) == before[FAILING], "the failed account's state changed"
-        assert query(
-            f"SELECT last_name FROM analytics.patients_current WHERE account = 'north'"
-            f" AND id = '{renamed}'"
-        ) == [("Renamed",)]
+        for name, patient in renamed.items():
+            assert query(
+                f"SELECT last_name FROM analytics.patients_current WHERE account = '{name}'"
+                f" AND id = '{patient}'"
+            ) == [(f"Renamed {name}",)]
         # The models still build over every account (east's rows of its last good run).
         assert second["models"]["success"], second["models"]
         modelled_east = query(
