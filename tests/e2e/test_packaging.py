@@ -338,6 +338,15 @@ def test_after_the_demo_readme_meltano_commands_load_every_patient(
         assert "pronouns__nominative" in csv_rows("patients")[0], "flattened, as README says"
 
 
+def test_demo_clinics_loads_two_clinics_into_one_warehouse(project_copy: Any) -> None:
+    """`python3 dev.py demo --clinics 2`: two local clinics, a schema each, models by account."""
+    demo = project_copy(f"{sys.executable} -m tap_cliniko.sandbox.demo --clinics 2 --patients 40")
+    assert "north    loaded into cliniko_north" in demo.stdout, demo.stdout
+    assert "south    loaded into cliniko_south" in demo.stdout, demo.stdout
+    shown = project_copy(demo.stdout.splitlines()[-1].strip()).stdout
+    assert "north" in shown and "south" in shown, "the closing hint shows both clinics"
+
+
 def test_every_meltano_command_in_readme_text_parses(project_copy: Any) -> None:
     """Each `meltano ...` README names in its text is a command Meltano 4 knows, as written.
 
