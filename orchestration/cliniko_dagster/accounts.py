@@ -5,8 +5,8 @@
 
 Each account loads into its own schema (`cliniko_<name>`) with its own Meltano state id
 (`--state-id-suffix <name>`); its key is read from the environment variable the entry names,
-never from the file. Pure Python and PyYAML only: the Dagster environment and the tap's both
-import it.
+never from the file. Pure Python and PyYAML only, so it runs in Dagster's environment, the
+tap's (the tests) and any Python with PyYAML (the CLI).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def failures(result: Any) -> list[str]:
         found.append(f"{event.step_key}: {error.message.strip().splitlines()[0] if error else '?'}")
     if not found and not result.success:
         for event in result.all_events:
-            if event.is_failure or event.event_type_value == "PIPELINE_FAILURE":
+            if event.is_run_failure:
                 found.append(event.message or event.event_type_value)
     return found
 
