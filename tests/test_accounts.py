@@ -146,3 +146,14 @@ def test_the_cli_refuses_in_one_line_without_a_traceback(tmp_path: Path) -> None
         "north: key in CLINIKO_NORTH_API_KEY, schema cliniko_north",
         "south_2: key in CLINIKO_SOUTH_API_KEY, schema cliniko_south_2",
     ]
+
+
+def test_the_cli_runs_only_a_listed_account_with_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.yml"
+    path.write_text(GOOD)
+    keys = {"PATH": "/usr/bin:/bin", "CLINIKO_NORTH_API_KEY": "k1", "CLINIKO_SOUTH_API_KEY": "k2"}
+    unknown = run_cli("run", "west", str(path), env=keys)
+    assert unknown.returncode == 2
+    assert unknown.stderr == f"accounts: {path}: no account named 'west'\n"
+    usage = run_cli("run")
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: ")
