@@ -55,6 +55,8 @@ def test_an_account_is_its_schema_state_id_and_environment() -> None:
         "MELTANO_RUN_STATE_ID_SUFFIX": "south_2",
     }
     assert "TAP_CLINIKO_BASE_URL" not in north.meltano_env({"CLINIKO_NORTH_API_KEY": "k"})
+    with pytest.raises(accounts.AccountsError, match=r"^account 'north': CLINIKO_NORTH_API_KEY is"):
+        north.meltano_env({"CLINIKO_NORTH_API_KEY": ""})
     assert accounts.dbt_vars([north, south]) == {
         "cliniko_accounts": {"north": "cliniko_north", "south_2": "cliniko_south_2"}
     }
