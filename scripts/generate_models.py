@@ -4,8 +4,8 @@
     python scripts/generate_models.py --check    # exit 1 if a committed file differs
 
 Each default-selected collection (not clinical) gets models/current/<name>_current.sql calling
-the latest_record macro, and its tests in models/current/collections_current.yml: unique and
-not-null key, accepted status values (active plus the lifecycle dates its schema has).
+the latest_record macro, and its tests in models/current/collections_current.yml: a key unique
+per account and not null, accepted status values (active plus the lifecycle dates its schema has).
 Full-table collections and child streams are reloaded whole on every run, so their table is the
 current state once deduplicated on the key; a row gone from Cliniko is deleted where the loader
 stamps it `_sdc_deleted_at` on ACTIVATE_VERSION. models/sources.yml lists every loaded table.
@@ -104,14 +104,14 @@ def tests_yml(collections: list[Collection]) -> str:
         if collection.key != ("id",):  # a composite key: unique as one expression
             lines += [
                 "    data_tests:\n",
-                "      - unique:\n",
+                "      - unique_in_account:\n",
                 f"          name: unique_{collection.name}_current_key\n",
                 "          arguments:\n",
                 f'            column_name: "{key_sql(collection)}"\n',
             ]
         lines.append("    columns:\n")
         if collection.key == ("id",):
-            lines += ["      - name: id\n", "        data_tests: [unique, not_null]\n"]
+            lines += ["      - name: id\n", "        data_tests: [unique_in_account, not_null]\n"]
         for column in collection.key if collection.key != ("id",) else ():
             lines += [
                 f"      - name: {column}\n",
@@ -120,7 +120,7 @@ def tests_yml(collections: list[Collection]) -> str:
             ]
             if collection.parent and column == collection.parent_key:  # a row of a read parent
                 lines += [
-                    "          - relationships:\n",
+                    "          - relationships_in_account:\n",
                     "              arguments:\n",
                     f"                to: ref('{collection.parent}_current')\n",
                     "                field: id\n",

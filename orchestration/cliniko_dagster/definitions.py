@@ -7,8 +7,17 @@ The load is `meltano run tap-cliniko target-duckdb`: the first task of the `clin
 job, with the same state id, so Dagster, `meltano run` and `meltano schedule` share bookmarks.
 dagster-meltano is not used: its 1.5.5 (2023) builds ops and jobs only (its asset loader
 returns nothing) and needs dagster-shell; one asset running the CLI is enough.
+
+With an accounts file (orchestration/accounts.yml or $CLINIKO_ACCOUNTS_FILE, see accounts.py)
+the load is partitioned, one partition per account: its key, settings, schema (cliniko_<name>)
+and state id suffix come from its entry; each run is tagged with the variable holding its key
+(cliniko/api_key), which dagster.yaml's run queue limits to one run at a time; the models read
+every account's schema. Without one, the single account of TAP_CLINIKO_API_KEY loads as before.
 """
 
+import contextlib
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -20,13 +29,19 @@ from typing import Any
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
     AssetSpec,
     Definitions,
     Failure,
     MaterializeResult,
+    PartitionedConfig,
+    RunRequest,
     ScheduleDefinition,
+    ScheduleEvaluationContext,
+    StaticPartitionsDefinition,
     define_asset_job,
     multi_asset,
+    schedule,
 )
 from dagster_dbt import (
     DbtCliResource,
@@ -35,10 +50,21 @@ from dagster_dbt import (
     get_asset_keys_by_output_name_for_source,
 )
 
+from cliniko_dagster.accounts import Account, AccountsError, accounts_file, dbt_vars, load_accounts
+
 PROJECT_ROOT = Path(os.environ.get("MELTANO_PROJECT_ROOT") or Path(__file__).resolve().parents[2])
 SOURCE_SCHEMA = os.environ.get("DBT_SOURCE_SCHEMA", "tap_cliniko")
 SOURCE_NAME = "tap_cliniko"  # transform/models/sources.yml: one table per default-selected stream
 PIPELINE = ("tap-cliniko", "target-duckdb")
+
+ACCOUNTS_FILE = accounts_file()
+ACCOUNTS: dict[str, Account] = {
+    account.name: account for account in (load_accounts(ACCOUNTS_FILE) if ACCOUNTS_FILE else [])
+}
+ACCOUNT_PARTITIONS = StaticPartitionsDefinition(list(ACCOUNTS)) if ACCOUNTS else None
+KEY_TAG = "cliniko/api_key"  # dagster.yaml: one run at a time per value (a key's budget)
+# A failed account's run is retried on its own (dagster.yaml: run_retries), from its failure.
+RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
 
 # This environment's dbt (requirements.txt), also when Python runs without its venv activated.
 if not shutil.which("dbt"):
@@ -65,6 +91,24 @@ else:
     dbt_project.preparer.prepare(dbt_project)  # `dbt parse`: the models' asset graph
 
 
+@contextlib.contextmanager
+def warehouse_turn(context: AssetExecutionContext, path: Path) -> Iterator[None]:
+    """Hold the DuckDB file's lock: one writer at a time, as DuckDB allows one process.
+
+    Accounts' runs start side by side, but their loads and the models take turns at one file;
+    this also keeps two `meltano run`s of this checkout apart (Meltano 4.4 writes every run's
+    catalog to the same .meltano/run/tap-cliniko/tap.properties.json).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            context.log.info(f"waiting for {path.name}: another run is writing it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def meltano_executable() -> str:
     """Meltano from MELTANO_BIN or PATH."""
     found = os.environ.get("MELTANO_BIN") or shutil.which("meltano")
@@ -73,7 +117,7 @@ def meltano_executable() -> str:
     return found
 
 
-def row_counts(path: Path, tables: list[str]) -> dict[str, int]:
+def row_counts(path: Path, tables: list[str], schema: str = SOURCE_SCHEMA) -> dict[str, int]:
     """Rows per loaded table (0 for a stream that brought none and so has no table)."""
     import duckdb  # dbt-duckdb's dependency: already in this environment
 
@@ -81,7 +125,7 @@ def row_counts(path: Path, tables: list[str]) -> dict[str, int]:
     with duckdb.connect(str(path), read_only=True) as db:
         for table in tables:
             try:
-                found = db.execute(f"SELECT count(*) FROM {SOURCE_SCHEMA}.{table}").fetchall()
+                found = db.execute(f"SELECT count(*) FROM {schema}.{table}").fetchall()
             except duckdb.CatalogException:
                 found = [(0,)]
             counts[table] = int(found[0][0])
@@ -90,8 +134,10 @@ def row_counts(path: Path, tables: list[str]) -> dict[str, int]:
 
 @dbt_assets(manifest=dbt_project.manifest_path)
 def cliniko_models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-    """transform/'s models and their tests (`dbt build`)."""
-    yield from dbt.cli(["build"], context=context).stream()
+    """transform/'s models and their tests (`dbt build`), over every account's tables."""
+    accounts = ["--vars", json.dumps(dbt_vars(list(ACCOUNTS.values())))] if ACCOUNTS else []
+    with warehouse_turn(context, warehouse_path()):
+        yield from dbt.cli(["build", *accounts], context=context).stream()
 
 
 # The tables the models read, keyed as dagster-dbt keys their dbt sources: the load makes them
@@ -106,38 +152,85 @@ SOURCE_TABLES: dict[str, AssetKey] = {
     specs=[AssetSpec(key, kinds={"meltano", "duckdb"}) for key in SOURCE_TABLES.values()],
     name="cliniko_to_duckdb",
     description="meltano run tap-cliniko target-duckdb (incremental from the stored state)",
+    partitions_def=ACCOUNT_PARTITIONS,
 )
 def cliniko_tables(context: AssetExecutionContext) -> Iterator[MaterializeResult[Any]]:
-    """Load every default-selected Cliniko stream into DuckDB with Meltano."""
+    """Load every default-selected Cliniko stream into DuckDB with Meltano (one account's)."""
     env = {**os.environ, "MELTANO_PROJECT_ROOT": str(PROJECT_ROOT)}
     env.setdefault("TARGET_DUCKDB_FILEPATH", str(warehouse_path()))
-    result = subprocess.run(
-        [meltano_executable(), "run", *PIPELINE],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    schema = SOURCE_SCHEMA
+    if ACCOUNTS:
+        account = ACCOUNTS[context.partition_key]
+        try:
+            env.update(account.meltano_env(os.environ))
+        except AccountsError as exc:
+            raise Failure(str(exc)) from None
+        schema = account.schema
+    with warehouse_turn(context, Path(env["TARGET_DUCKDB_FILEPATH"])):
+        result = subprocess.run(
+            [meltano_executable(), "run", *PIPELINE],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     for line in (result.stdout + result.stderr).splitlines()[-40:]:
         context.log.info(line)
     if result.returncode != 0:
         raise Failure(f"meltano run {' '.join(PIPELINE)} exited {result.returncode}")
-    counts = row_counts(Path(env["TARGET_DUCKDB_FILEPATH"]), list(SOURCE_TABLES))
+    counts = row_counts(Path(env["TARGET_DUCKDB_FILEPATH"]), list(SOURCE_TABLES), schema)
     for table, rows in counts.items():
         yield MaterializeResult(asset_key=SOURCE_TABLES[table], metadata={"rows": rows})
 
 
-everything = define_asset_job("cliniko_hourly_job", selection="*")
+def account_tags(name: str) -> dict[str, str]:
+    """A run of one account: its key's concurrency tag and its retries."""
+    return {KEY_TAG: ACCOUNTS[name].api_key_env, **RETRY_TAGS}
 
-defs = Definitions(
-    assets=[cliniko_tables, cliniko_models],
-    jobs=[everything],
-    schedules=[ScheduleDefinition(job=everything, cron_schedule="0 * * * *")],
-    resources={
-        "dbt": DbtCliResource(
-            project_dir=dbt_project,
-            target="duckdb",
+
+RESOURCES = {"dbt": DbtCliResource(project_dir=dbt_project, target="duckdb")}
+
+if ACCOUNT_PARTITIONS is None:
+    everything = define_asset_job("cliniko_hourly_job", selection="*")
+    defs = Definitions(
+        assets=[cliniko_tables, cliniko_models],
+        jobs=[everything],
+        schedules=[ScheduleDefinition(job=everything, cron_schedule="0 * * * *")],
+        resources=RESOURCES,
+    )
+else:
+    # A partitioned load and unpartitioned models cannot share a run: two jobs, two schedules.
+    accounts_job = define_asset_job(
+        "cliniko_accounts_job",
+        selection=AssetSelection.assets(cliniko_tables),
+        partitions_def=ACCOUNT_PARTITIONS,
+        config=PartitionedConfig(
+            ACCOUNT_PARTITIONS,
+            run_config_for_partition_key_fn=lambda _key: {},
+            tags_for_partition_key_fn=account_tags,
+        ),
+    )
+    models_job = define_asset_job(
+        "cliniko_models_job", selection=AssetSelection.assets(cliniko_models)
+    )
+
+    @schedule(job=accounts_job, cron_schedule="0 * * * *")
+    def every_account_hourly(context: ScheduleEvaluationContext) -> Iterator[RunRequest]:
+        """One run per account on the hour; each fails, retries and queues on its own."""
+        tick = (
+            context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else ""
         )
-    },
-)
+        for name in ACCOUNTS:
+            yield RunRequest(run_key=f"{name}:{tick}", partition_key=name, tags=account_tags(name))
+
+    defs = Definitions(
+        assets=[cliniko_tables, cliniko_models],
+        jobs=[accounts_job, models_job],
+        schedules=[
+            every_account_hourly,
+            # The models over whatever each account last loaded (a failed one's previous rows).
+            ScheduleDefinition(name="models_hourly", job=models_job, cron_schedule="30 * * * *"),
+        ],
+        resources=RESOURCES,
+    )

@@ -6,11 +6,17 @@ loaded tables (appointments and did-not-arrive rate per practitioner last month,
 per business this year).
 
 With TAP_CLINIKO_API_KEY set, the same pipeline runs once against that real account instead.
+
+`--clinics N` (2 or more): a health group instead, N local Clinikos of different sizes, each
+loaded into its own schema (cliniko_<name>) with its own state id suffix, the loads side by
+side, then the models over all of them with an `account` column (orchestration/accounts.yml's
+conventions, without Dagster).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -451,14 +457,15 @@ def check_first_load(server: SandboxServer, warehouse: Warehouse) -> None:
             raise DemoError(f"{stream}: {len(ids):,} rows loaded, the server has {len(expected):,}")
 
 
-def explore_command() -> str:
+def explore_command(
+    query: str = (
+        "SELECT city, count(*) AS patients FROM tap_cliniko.patients"
+        " GROUP BY city ORDER BY patients DESC, city LIMIT 5"
+    ),
+) -> str:
     """A query on the demo's warehouse that runs with what the demo installed."""
     python = Path(sys.executable)
     shown = rel(python) if python.is_relative_to(ROOT) else str(python)
-    query = (
-        "SELECT city, count(*) AS patients FROM tap_cliniko.patients"
-        " GROUP BY city ORDER BY patients DESC, city LIMIT 5"
-    )
     code = (
         f"import duckdb; duckdb.connect({json.dumps(rel(WAREHOUSE))}, read_only=True)"
         f".sql({json.dumps(query)}).show()"
@@ -583,6 +590,70 @@ def run_real() -> None:
     print("   run the demo again: only rows changed since then are read.")
 
 
+CLINIC_NAMES = ("north", "south", "east", "west", "central")
+
+
+def run_clinics(count: int, patients: int) -> None:
+    """N local clinics side by side into one warehouse, then the models over all of them."""
+    if not 2 <= count <= len(CLINIC_NAMES):
+        raise DemoError(f"--clinics takes 2 to {len(CLINIC_NAMES)}")
+    shutil.rmtree(DEMO, ignore_errors=True)
+    DEMO.mkdir(parents=True)
+    warehouse = Warehouse(WAREHOUSE)
+    names = CLINIC_NAMES[:count]
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for number, name in enumerate(names):
+            size = max(10, patients // (number + 1))  # different sizes, different data
+            config = SandboxConfig(
+                patients=size, seed=SEED + number, data_dir=DEMO / f"cliniko-{name}"
+            )
+            servers[name] = stack.enter_context(SandboxServer(config))
+            print(f"1. Local Cliniko '{name}', {size:,} patients: {servers[name].base_url}")
+        meltano = Meltano("local")
+        print(f"2. meltano install tap-cliniko target-duckdb {MODELS} ...", flush=True)
+        meltano("install", *PIPELINE, MODELS)
+
+        def load(name: str) -> float:
+            server = servers[name]
+            clinic = Meltano(
+                "local",
+                {
+                    "TAP_CLINIKO_BASE_URL": server.base_url,
+                    "TAP_CLINIKO_API_KEY": server.config.api_key,
+                    "TARGET_DUCKDB_DEFAULT_TARGET_SCHEMA": f"cliniko_{name}",
+                },
+            )
+            started = time.monotonic()
+            clinic("run", f"--state-id-suffix={name}", *PIPELINE)
+            return time.monotonic() - started
+
+        # DuckDB takes one writer (and Meltano 4.4 one run per checkout): the clinics take turns.
+        print(f"3. meltano run --state-id-suffix=<clinic> {' '.join(PIPELINE)}, per clinic")
+        for name in names:
+            print(f"   {name:<8} loaded into cliniko_{name} in {load(name):.1f}s")
+        accounts = json.dumps({"cliniko_accounts": {n: f"cliniko_{n}" for n in names}})
+        print(f"4. meltano invoke {MODELS} build --vars '{accounts}'")
+        meltano("invoke", MODELS, "build", "--vars", accounts)
+        rows = warehouse.query(
+            f"SELECT account, status, count(*) FROM {MODELS_SCHEMA}.patients_current"
+            " GROUP BY ALL ORDER BY ALL"
+        )
+        print(f"   {MODELS_SCHEMA}.patients_current, per clinic and status:")
+        for account, status, found in rows:
+            print(f"     {account:<8} {status:<9} {found:>6,}")
+        for name, server in servers.items():
+            got = sum(n for a, _, n in rows if a == name)
+            if got != len(server.store.snapshot()):
+                raise DemoError(f"{name}: {got} patients modelled, the server has more or fewer")
+    print(f"5. Local Clinikos stopped. Explore {rel(WAREHOUSE)}:")
+    query = (
+        f"SELECT account, count(*) AS appointments FROM {MODELS_SCHEMA}.appointments"
+        " GROUP BY account ORDER BY account"
+    )
+    print(f"   {explore_command(query)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; one line on stderr and exit 1 when a step fails."""
     parser = argparse.ArgumentParser(prog="python3 dev.py demo")
@@ -591,11 +662,18 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", type=Path, help="shape the local Cliniko like this tap-cliniko-doctor profile"
     )
     parser.add_argument("--scale", type=float, default=1.0, help="the profile's rows times this")
+    parser.add_argument(
+        "--clinics", type=int, default=1, help="local clinics side by side, each its own account"
+    )
     args = parser.parse_args(argv)
     if args.profile is None and args.scale != 1.0:
         parser.exit(2, "demo: error: --scale scales a --profile: give the profile too\n")
+    if args.profile is not None and args.clinics != 1:
+        parser.exit(2, "demo: error: --profile shapes one clinic: leave out --clinics\n")
     try:
-        if os.environ.get("TAP_CLINIKO_API_KEY"):
+        if args.clinics != 1:
+            run_clinics(args.clinics, args.patients)
+        elif os.environ.get("TAP_CLINIKO_API_KEY"):
             run_real()
         else:
             run_local(args.patients, args.profile, args.scale)

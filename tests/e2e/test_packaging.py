@@ -38,7 +38,10 @@ DEFAULT_STREAMS = {n for n in STREAM_NAMES if not (n in BY_NAME and BY_NAME[n].c
 OPT_IN = "opt-in: tests/e2e/test_packaging.py"
 FRESH_PROJECT = "fresh project: tests/e2e/test_packaging.py"
 STACK = "tested by tests/e2e/test_stack.py"  # also run here, in order with the rest
-MARKERS = {"", OPT_IN, FRESH_PROJECT, STACK}
+# Health groups' commands name accounts of yours (tests/e2e/test_dagster_accounts.py runs their
+# equivalent on local Clinikos).
+ACCOUNTS = "accounts: your own, not run by the tests"
+MARKERS = {"", OPT_IN, FRESH_PROJECT, STACK, ACCOUNTS}
 PLACEHOLDER = re.compile(r"<[a-z ]+>")
 
 
@@ -333,6 +336,15 @@ def test_after_the_demo_readme_meltano_commands_load_every_patient(
 
         assert rows_per_stream(csv_rows) == expected, "README's target-csv run lost patients"
         assert "pronouns__nominative" in csv_rows("patients")[0], "flattened, as README says"
+
+
+def test_demo_clinics_loads_two_clinics_into_one_warehouse(project_copy: Any) -> None:
+    """`python3 dev.py demo --clinics 2`: two local clinics, a schema each, models by account."""
+    demo = project_copy(f"{sys.executable} -m tap_cliniko.sandbox.demo --clinics 2 --patients 40")
+    assert "north    loaded into cliniko_north" in demo.stdout, demo.stdout
+    assert "south    loaded into cliniko_south" in demo.stdout, demo.stdout
+    shown = project_copy(demo.stdout.splitlines()[-1].strip()).stdout
+    assert "north" in shown and "south" in shown, "the closing hint shows both clinics"
 
 
 def test_every_meltano_command_in_readme_text_parses(project_copy: Any) -> None:

@@ -33,24 +33,24 @@ MODELS = {"patients_current", *(f"{c.name}_current" for c in MODELLED), *MARTS}
 KEYED_BY_ID = MODELS - {f"{c.name}_current" for c in MODELLED if c.key != ("id",)}
 # What `dbt build` must have run and passed (a missing test would fail silently otherwise).
 DBT_TESTS = {
-    *(f"unique_{model}_id" for model in KEYED_BY_ID),
+    *(f"unique_in_account_{model}_id" for model in KEYED_BY_ID),
     *(f"not_null_{model}_id" for model in KEYED_BY_ID),
     *(f"unique_{c.name}_current_key" for c in MODELLED if c.key != ("id",)),
     *(f"not_null_{c.name}_current_{column}" for c in MODELLED for column in c.key),
     *(
-        f"relationships_{c.name}_current_{c.parent_key}__id__ref_{c.parent}_current_"
+        f"relationships_in_account_{c.name}_current_{c.parent_key}__id__ref_{c.parent}_current_"
         for c in MODELLED
         if c.parent
     ),
     "invoice_items_belong_to_invoices",
-    "relationships_appointments_practitioner_id__id__ref_practitioners_current_",
-    "relationships_appointments_appointment_type_id__id__ref_appointment_types_current_",
-    "relationships_appointments_patient_id__id__ref_patients_current_",
-    "relationships_appointments_business_id__id__ref_businesses_current_",
-    "relationships_invoices_with_totals_practitioner_id__id__ref_practitioners_current_",
-    "relationships_invoices_with_totals_patient_id__id__ref_patients_current_",
-    "relationships_invoices_with_totals_business_id__id__ref_businesses_current_",
-    "unique_patients_current_id",
+    "relationships_in_account_appointments_practitioner_id__id__ref_practitioners_current_",
+    "relationships_in_account_appointments_appointment_type_id__id__ref_appointment_types_current_",
+    "relationships_in_account_appointments_patient_id__id__ref_patients_current_",
+    "relationships_in_account_appointments_business_id__id__ref_businesses_current_",
+    "relationships_in_account_invoices_with_totals_practitioner_id__id__ref_practitioners_current_",
+    "relationships_in_account_invoices_with_totals_patient_id__id__ref_patients_current_",
+    "relationships_in_account_invoices_with_totals_business_id__id__ref_businesses_current_",
+    "unique_in_account_patients_current_id",
     "not_null_patients_current_id",
     "not_null_patients_current_status",
     "accepted_values_patients_current_status__active__archived__deleted",
@@ -299,7 +299,7 @@ def test_readme_job_commands_load_model_and_schedule(
         meltano.env["DBT_DUCKDB_PATH"] = str(appended)
         meltano("invoke", "dbt-duckdb", "build", "--select", "individual_appointments_current+")
         results = dbt_results(meltano)
-        assert "unique_individual_appointments_current_id" in results, results
+        assert "unique_in_account_individual_appointments_current_id" in results, results
         assert set(results.values()) <= {"success", "pass"}, results
         query = duckdb_query(appended)
         assert query(

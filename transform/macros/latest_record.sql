@@ -14,6 +14,10 @@
   `key` lists the primary key's columns (child streams: the parent's id and the row's id).
   `loader_deletes`: a full-table stream, whose rows gone from Cliniko a loader that honours
   ACTIVATE_VERSION keeps and stamps `_sdc_deleted_at` (target-postgres): those are deleted.
+
+  Every account's table is read (account_relations), its name in `account`, and keys are
+  unique per account: two clinics may both have an id 1. A column one account's table lacks
+  is null in its rows.
 #}
 {% macro latest_record(table, status_sql=none, source_name='tap_cliniko', key=['id'], loader_deletes=false) %}
 {%- set relation = source(source_name, table) -%}
@@ -21,7 +25,16 @@
 {%- if not execute -%}
 select * from {{ relation }}
 {%- else -%}
-{%- set names = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+{%- set accounts = account_relations(relation) -%}
+{%- set names = [] -%}
+{%- set has = {} -%}
+{%- for account, loaded in accounts -%}
+  {%- set own = adapter.get_columns_in_relation(loaded) | map(attribute='name') | map('lower') | list -%}
+  {%- do has.update({account: own}) -%}
+  {%- for name in own if name not in names and name != 'account' -%}
+    {%- do names.append(name) -%}
+  {%- endfor -%}
+{%- endfor -%}
 {#- (date column, status) pairs, the strongest state first; target-duckdb's _sdc_deleted_at is text -#}
 {%- set markers = [] -%}
 {%- if loader_deletes and '_sdc_deleted_at' in names -%}
@@ -45,8 +58,23 @@ select * from {{ relation }}
   {%- do dates.append(column) -%}
 {%- endfor -%}
 {%- set base = ('coalesce(' ~ dates | join(', ') ~ ')') if dates else 'cast(null as timestamp)' -%}
-with records as (
+with loaded as (
+  {%- for account, loaded in accounts %}
   select
+    '{{ account }}' as account,
+    {% for name in names -%}
+    {{ adapter.quote(name) if name in has[account] else 'null' }} as {{ adapter.quote(name) }}{{ ',' if not loop.last }}
+    {% endfor -%}
+  from {{ loaded }}
+  {%- if not loop.last %}
+  union all
+  {%- endif %}
+  {%- endfor %}
+),
+
+records as (
+  select
+    account,
     {% for name in names -%}
     {{ adapter.quote(name) }}{{ ' as cliniko_status' if name == 'status' }},
     {% endfor -%}
@@ -80,20 +108,21 @@ with records as (
     {%- else %}
     {{ base }} as last_changed_at
     {%- endif %}
-  from {{ relation }}
+  from loaded
 ),
 
 ranked as (
   select
     *,
     row_number() over (
-      partition by {{ key | join(', ') }}
+      partition by account, {{ key | join(', ') }}
       order by {{ (['last_changed_at desc nulls last', '_status_rank desc'] + order_extra) | join(', ') }}
     ) as _recency
   from records
 )
 
 select
+  account,
   {% for name in names -%}
   {{ 'cliniko_status' if name == 'status' else adapter.quote(name) }},
   {% endfor -%}

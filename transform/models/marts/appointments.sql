@@ -1,6 +1,7 @@
 -- Individual appointments with their practitioner, business and appointment type by name,
 -- the patient's attendance, and the appointment's status (deleted ones kept, flagged).
 select
+  a.account,
   a.id,
   a.starts_at,
   a.ends_at,
@@ -20,6 +21,6 @@ select
   a.is_deleted,
   a.updated_at
 from {{ ref('individual_appointments_current') }} as a
-left join {{ ref('practitioners_current') }} as p on p.id = a.practitioner_id
-left join {{ ref('businesses_current') }} as b on b.id = a.business_id
-left join {{ ref('appointment_types_current') }} as t on t.id = a.appointment_type_id
+left join {{ ref('practitioners_current') }} as p on p.account = a.account and p.id = a.practitioner_id
+left join {{ ref('businesses_current') }} as b on b.account = a.account and b.id = a.business_id
+left join {{ ref('appointment_types_current') }} as t on t.account = a.account and t.id = a.appointment_type_id

@@ -2,15 +2,17 @@
 -- Deleted items are left out of both: Cliniko no longer bills them.
 with items as (
   select
+    account,
     invoice_id,
     count(*) as item_count,
     sum(cast(total_including_tax as decimal(18, 2))) as items_total
   from {{ ref('invoice_items_current') }}
   where not is_deleted
-  group by invoice_id
+  group by account, invoice_id
 )
 
 select
+  i.account,
   i.id,
   i.number,
   i.issue_date,
@@ -27,6 +29,6 @@ select
   i.is_deleted,
   i.updated_at
 from {{ ref('invoices_current') }} as i
-left join items on items.invoice_id = i.id
-left join {{ ref('businesses_current') }} as b on b.id = i.business_id
-left join {{ ref('practitioners_current') }} as p on p.id = i.practitioner_id
+left join items on items.account = i.account and items.invoice_id = i.id
+left join {{ ref('businesses_current') }} as b on b.account = i.account and b.id = i.business_id
+left join {{ ref('practitioners_current') }} as p on p.account = i.account and p.id = i.practitioner_id
