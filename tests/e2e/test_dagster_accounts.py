@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -200,3 +203,93 @@ def test_the_schedule_runs_every_account_each_alone_one_run_per_key(
     validate = [dagster, "definitions", "validate", "-m", "cliniko_dagster.definitions"]
     checked = run_in_orchestration(validate, env)
     assert "All code locations passed validation" in checked.stdout + checked.stderr
+
+
+# Every run of the instance: partition, key tag, status, and when it started and ended.
+RUNS_SCRIPT = """
+import json
+from dagster import DagsterInstance
+print(json.dumps([
+    {
+        "partition": r.dagster_run.tags.get("dagster/partition"),
+        "key": r.dagster_run.tags.get("cliniko/api_key"),
+        "status": r.dagster_run.status.value,
+        "start": r.start_time,
+        "end": r.end_time,
+    }
+    for r in DagsterInstance.get().get_run_records()
+]))
+"""
+
+
+def test_the_daemon_runs_one_account_at_a_time_per_key_and_others_beside(
+    dagster_python: Path,
+    meltano_plugins: Path,
+    sandbox: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """Two backfills of north and one of south, queued before the daemon starts: the real
+    queue (orchestration/dagster.yaml) starts one north run at a time; all three load."""
+    warehouse = tmp_path / "cliniko.duckdb"
+    env = isolated_environ(tmp_path / "dagster")
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
+    clinics = {"north": 12, "south": 8}
+    with ExitStack() as stack:
+        daemon_log = stack.enter_context((tmp_path / "daemon.log").open("w"))
+        servers = {
+            name: stack.enter_context(
+                sandbox(api_key=f"{name}0key-au1", patients=patients, seed=3, collections=0.2)
+            )
+            for name, patients in clinics.items()
+        }
+        write_accounts(tmp_path / "accounts.yml", servers)
+        env.update(
+            MELTANO_BIN=meltano_executable(),
+            CLINIKO_ACCOUNTS_FILE=str(tmp_path / "accounts.yml"),
+            TARGET_DUCKDB_FILEPATH=str(warehouse),
+            DAGSTER_HOME=str(home),
+            **{f"CLINIKO_{n.upper()}_API_KEY": s.config.api_key for n, s in servers.items()},
+        )
+        dagster = dagster_python.with_name("dagster")
+        target = ["-m", "cliniko_dagster.definitions", "-j", "cliniko_accounts_job"]
+        for partitions in ("north", "north", "south"):
+            backfill = [dagster, "job", "backfill", *target, "--partitions", partitions]
+            run_in_orchestration([*backfill, "--noprompt"], env)
+
+        def runs() -> list[dict[str, Any]]:
+            found = run_in_orchestration([dagster_python, "-c", RUNS_SCRIPT], env)
+            return list(json.loads(found.stdout.strip().splitlines()[-1]))
+
+        queued = runs()
+        assert sorted(r["partition"] for r in queued) == ["north", "north", "south"], queued
+        assert {r["status"] for r in queued} == {"QUEUED"}, "the runs started without the daemon"
+        daemon = subprocess.Popen(
+            [dagster_python.with_name("dagster-daemon"), "run", *target[:2]],
+            cwd=ROOT / "orchestration",
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=daemon_log,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                found = runs()
+                if all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in found):
+                    break
+                time.sleep(3)
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(60)
+    logged = (tmp_path / "daemon.log").read_text()[-3000:]
+    assert [r["status"] for r in found] == ["SUCCESS"] * 3, (found, logged)
+    keys = {r["partition"]: r["key"] for r in found}
+    assert keys == {"north": "CLINIKO_NORTH_API_KEY", "south": "CLINIKO_SOUTH_API_KEY"}
+    first, second = sorted((r["start"], r["end"]) for r in found if r["partition"] == "north")
+    assert first[1] <= second[0], f"two runs of north's key at once: {first} and {second}"
+    query = duckdb_query(warehouse)
+    for name, server in servers.items():
+        active = sum(1 for e in server.store.snapshot().values() if e["status"] == "active")
+        assert query(f"SELECT count(*) FROM cliniko_{name}.patients") == [(str(active),)], name
