@@ -226,6 +226,27 @@ def test_the_tap_syncs_each_committed_profile_whole(sandbox: Sandbox, name: str)
     assert sum(map(len, got.values())) > 1000
 
 
+def test_a_shaped_collection_keeps_rows_from_across_the_clinics_time(sandbox: Sandbox) -> None:
+    """A replay of a few appointments keeps old and upcoming ones (not only the oldest), and a
+    profile's id digits hold for every row kept (the synthetic clinic's extra rows go)."""
+    with sandbox(patients=950, seed=5) as plain:
+        every = plain.store.snapshot("individual_appointments").values()
+    times = sorted(e["record"]["starts_at"] for e in every if e["status"] == "active")
+    shape = AccountShape(
+        volumes={"individual_appointments": {"active": 12}, "patients": {"active": 50}},
+        id_digits={"patients": 3},  # the clinic's 950 patients get ids 100..1049
+    )
+    with sandbox(patients=950, seed=5, account=shape) as replay:
+        every_kept = replay.store.snapshot("individual_appointments").values()
+        kept = [e for e in every_kept if e["status"] == "active"]
+        patient_ids = list(replay.store.snapshot("patients"))
+    starts = sorted(e["record"]["starts_at"] for e in kept)
+    assert len(kept) == 12
+    assert starts[0] <= times[len(times) // 10], "the clinic's early months are kept"
+    assert starts[-1] >= times[-len(times) // 10], "and its last weeks"
+    assert patient_ids and all(len(i) == 3 for i in patient_ids), max(patient_ids, key=len)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -107,19 +107,26 @@ def spread(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
 
 
 def plan(
-    resource: Resource, rows: list[dict[str, Any]], targets: dict[str, int], touch: bool
+    resource: Resource,
+    rows: list[dict[str, Any]],
+    targets: dict[str, int],
+    touch: bool,
+    id_limit: int | None = None,
 ) -> Plan:
-    """Keep each state's rows up to its target (the oldest); the rest
-    change state, or go; clones of the collection's own rows fill what is still missing."""
+    """Keep each state's rows up to its target (spread over the clinic's time); the rest
+    change state, or go; clones of the collection's own rows fill what is still missing.
+    Rows whose id reaches id_limit (more digits than the profile's ids) go first."""
     states = states_of(resource)
     buckets: dict[str, list[dict[str, Any]]] = {s: [] for s in states}
+    result = Plan()
     for record in rows:
         state = state_of(resource, record)
-        if state in buckets:  # rows no route shows (deleted without a /deleted) stay
+        if id_limit is not None and int(record["id"]) >= id_limit:
+            result.dropped.append(int(record["id"]))
+        elif state in buckets:  # rows no route shows (deleted without a /deleted) stay
             buckets[state].append(record)
     want = {s: targets.get(s, len(buckets[s])) for s in states}
-    result = Plan()
-    kept = {s: buckets[s][: want[s]] for s in states}
+    kept = {s: spread(buckets[s], want[s]) for s in states}
     chosen = {id(r) for s in states for r in kept[s]}
     spare = [r for s in states for r in buckets[s] if id(r) not in chosen]
     missing = sum(want[s] - len(kept[s]) for s in states)
@@ -128,7 +135,7 @@ def plan(
         clone = msgspec.json.decode(msgspec.json.encode(sources[len(result.new) % len(sources)]))
         result.new.append(clone)
         spare.append(clone)
-    result.dropped = [int(r["id"]) for r in spare[missing:]]
+    result.dropped += [int(r["id"]) for r in spare[missing:]]
     spare = spare[:missing]
     for state in states:
         for _ in range(want[state] - len(kept[state])):
@@ -156,11 +163,17 @@ def singular(name: str) -> str:
 
 
 def references(target: Resource, other: Resource) -> list[str]:
-    """The fields of `other`'s rows that hold the id of one of `target`'s rows."""
+    """The fields of `other`'s stored rows that hold the id of one of `target`'s rows: a
+    `<target>_id` field, or a link of kind `ref:<target>` (stored as `<link>_id`: an
+    appointment's `practitioner`, `appointment_type`, `business`, `repeated_from`)."""
     keys = {f"{singular(target.name)}_id"}
+    kinds = {f"ref:{target.name}"}
     if target.name in BOOKINGS:
         keys.add("booking_id")
-    return [name for name, _ in other.fields if name in keys]
+        kinds |= {"ref:bookings", "ref:appointments"}
+    found = {name for name, _ in other.fields if name in keys}
+    found |= {f"{name}_id" for name, kind in other.fields if kind in kinds}
+    return sorted(found)
 
 
 def synthetic_value(name: str, kinds: tuple[str, ...], row_id: Any) -> Any:

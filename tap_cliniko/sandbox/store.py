@@ -224,16 +224,18 @@ class Store:
                 f"SELECT {', '.join(COLUMNS)}, data FROM {name} ORDER BY id"
             ).fetchall()
         ]
-        plan = shaping.plan(resource, rows, targets, self.archive_touches_updated_at)
+        digits = self.account.id_digits.get(name)
+        limit = None if digits is None else 10**digits
+        plan = shaping.plan(resource, rows, targets, self.archive_touches_updated_at, limit)
+        if plan.dropped:  # before the clones' ids: a dropped top id must not set their serial
+            self._db.executemany(f"DELETE FROM {name} WHERE id = ?", [[i] for i in plan.dropped])
         serial = self._next_serial(name)
         for record in plan.new:
             record["id"] = self.new_id(name, serial)
             serial += 1
         self._db.executemany(f"REPLACE INTO {name} {ROW}", [self._row(r) for r in plan.changed])
-        if plan.dropped:
-            self._db.executemany(f"DELETE FROM {name} WHERE id = ?", [[i] for i in plan.dropped])
-            if plan.survivor is not None:
-                self._repoint(resource, plan.dropped, plan.survivor)
+        if plan.dropped and plan.survivor is not None:
+            self._repoint(resource, plan.dropped, plan.survivor)
 
     def _repoint(self, resource: Resource, dropped: list[int], survivor: int) -> None:
         """Rows that named a dropped row name a surviving one instead (no dangling ids)."""

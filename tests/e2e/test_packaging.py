@@ -347,6 +347,27 @@ def test_demo_clinics_loads_two_clinics_into_one_warehouse(project_copy: Any) ->
     assert "north" in shown and "south" in shown, "the closing hint shows both clinics"
 
 
+#: Each committed profile at a scale that keeps the demo short (large_clinic is 200,000
+#: patients; its replay keeps the ids above 2^53 and what its routes do).
+PROFILE_SCALES = {"small_clinic": 0.2, "large_clinic": 0.002, "no_variants": 0.2}
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILE_SCALES))
+def test_the_demo_runs_on_each_committed_profile(project_copy: Any, profile: str) -> None:
+    """`demo --profile tests/profiles/<name>.json`: the whole demo (load, a clinic's day, the
+    incremental run, the models and their dbt tests) on a replay of each committed profile."""
+    demo = project_copy(
+        f"{sys.executable} -m tap_cliniko.sandbox.demo --profile tests/profiles/{profile}.json"
+        f" --scale {PROFILE_SCALES[profile]}"
+    )
+    out = demo.stdout
+    assert f"0. The account of tests/profiles/{profile}.json" in out, out
+    assert re.search(r"^   patients: 1 new, \d+ updated", out, re.M), out
+    assert re.search(r"^   appointments: 1 booked", out, re.M), out
+    assert "patients_current built and tested" in out, out
+    assert "7. Local Cliniko stopped" in out, out
+
+
 def test_every_meltano_command_in_readme_text_parses(project_copy: Any) -> None:
     """Each `meltano ...` README names in its text is a command Meltano 4 knows, as written.
 
