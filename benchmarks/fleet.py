@@ -35,8 +35,8 @@ from tap_cliniko.sandbox import SandboxServer
 
 LATENCY_MS = 300
 PER_MINUTE = 200
-# 20 accounts from 500 to 6,000 patients, about evenly spread (64,700 patients in all).
-ACCOUNTS = [round(500 + i * 5_500 / 19, -2) for i in range(20)]
+# 20 accounts from 500 to 6,000 patients, about evenly spread (65,000 patients in all).
+ACCOUNTS = [int(round(500 + i * 5_500 / 19, -2)) for i in range(20)]
 SAMPLE_EVERY = 0.2  # seconds between samples of the processes' RSS
 RESULTS = HERE / "RESULTS.md"
 FIGURES = HERE / "accounts20.json"  # the last run's figures
@@ -259,8 +259,8 @@ def section(fleets: dict[str, Fleet], figures: dict[str, Any]) -> str:
         f" `{figures['commit']}` on {figures['machine']}; written between marker comments,"
         " so the rest of this file is left as it was (and a full run keeps this section).",
         "",
-        f"20 local Cliniko accounts, {ACCOUNTS[0]:,.0f} to {ACCOUNTS[-1]:,.0f} patients"
-        f" ({sum(ACCOUNTS):,.0f} in all), each its own server allowing {PER_MINUTE} requests"
+        f"20 local Cliniko accounts, {ACCOUNTS[0]:,} to {ACCOUNTS[-1]:,} patients"
+        f" ({sum(ACCOUNTS):,} in all), each its own server allowing {PER_MINUTE} requests"
         f" in any rolling minute, {LATENCY_MS} ms added latency; 20 processes started at once"
         " on the machine's cores (which the 20 servers share too), patient streams only. The"
         " tap runs with its defaults (B = 190, C = 8), one process per account; then the"
