@@ -3,7 +3,7 @@
     python3 dev.py bench            # the full run, about 45 minutes on 2 cores
     python3 dev.py bench --quick    # small sizes, to try the script (about 6 minutes)
     python3 dev.py bench --whole-account N   # only the whole-account scenario (WHOLE_ACCOUNT.md)
-    python3 dev.py bench --scenario accounts20   # only 20 accounts at once (2-3 minutes)
+    python3 dev.py bench --scenario accounts20   # only 20 accounts at once (1-2 minutes)
 
 Writes benchmarks/RESULTS.md and benchmarks/wall_time.png. `--scenario accounts20` (issue 21,
 benchmarks/fleet.py) starts 20 local Cliniko accounts of 500 to 6,000 patients (200
