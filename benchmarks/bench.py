@@ -4,6 +4,7 @@
     python3 dev.py bench --quick    # small sizes, to try the script (about 6 minutes)
     python3 dev.py bench --whole-account N   # only the whole-account scenario (WHOLE_ACCOUNT.md)
     python3 dev.py bench --scenario accounts20   # only 20 accounts at once (1-2 minutes)
+    python3 dev.py bench --scenario record-path [--sizes 20000,100000]   # tap vs bare loop
 
 Writes benchmarks/RESULTS.md and benchmarks/wall_time.png. `--scenario accounts20` (issue 21,
 benchmarks/fleet.py) starts 20 local Cliniko accounts of 500 to 6,000 patients (200
@@ -30,6 +31,8 @@ import time
 from accounts import HERE
 from fleet import accounts20, keep_section
 from plot import plot
+from recpath import keep_section as keep_record_path
+from recpath import record_path
 from report import report, whole_account_text
 from scenarios import (
     LATENCIES,
@@ -52,6 +55,12 @@ def whole_account_only(patients: int) -> int:
     (HERE / "WHOLE_ACCOUNT.md").write_text(text)
     print(text)
     return 0
+
+
+def kept(rendered: str) -> str:
+    """A freshly rendered RESULTS.md with the scenario sections (6 and 7) of the file kept."""
+    old = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
+    return keep_record_path(keep_section(rendered), old)
 
 
 def main() -> int:
@@ -79,19 +88,23 @@ def main() -> int:
     )
     parser.add_argument(
         "--scenario",
-        choices=("all", "accounts20"),
+        choices=("all", "accounts20", "record-path"),
         default="all",
         help="accounts20: only 20 accounts synced at once (section 6 of RESULTS.md);"
+        " record-path: only the tap against a bare requests + json loop, and memory"
+        " (section 7; --sizes N,...);"
         " all (the default): every other scenario",
     )
     args = parser.parse_args()
     if args.scenario == "accounts20":
         return accounts20()
+    if args.scenario == "record-path":
+        return record_path([int(s) for s in args.sizes.split(",")] if args.sizes else None)
     if args.whole_account:
         return whole_account_only(args.whole_account)
     if args.report_only:
         bench, sizes, whole, quick = Bench.load()
-        (HERE / "RESULTS.md").write_text(keep_section(report(bench, sizes, whole, quick)))
+        (HERE / "RESULTS.md").write_text(kept(report(bench, sizes, whole, quick)))
         plot(bench)
         return 0
     sizes = (
@@ -113,7 +126,7 @@ def main() -> int:
     print(f"whole account, {whole:,} patients", flush=True)
     for latency in LATENCIES:
         bench.whole_account(whole, latency)
-    (HERE / "RESULTS.md").write_text(keep_section(report(bench, sizes, whole, args.quick)))
+    (HERE / "RESULTS.md").write_text(kept(report(bench, sizes, whole, args.quick)))
     bench.save(sizes, whole, args.quick)
     plot(bench)
     minutes = (time.monotonic() - started) / 60

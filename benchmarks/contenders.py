@@ -61,6 +61,8 @@ def command(
     """The command line of one contender, and where its state file goes if it gets one."""
     if contender == "dlt":
         return [str(dlt_python()), str(HERE / "dlt_baseline.py"), base_url, KEY], work / "state"
+    if contender == "bare":
+        return [sys.executable, str(HERE / "bare_loop.py"), base_url, KEY], work / "state"
     config = tap_config(base_url, contender, rate_limited)
     config_file = work / "config.json"
     config_file.write_text(json.dumps(config))

@@ -29,6 +29,7 @@ from accounts import HERE, ROOT, dataset, sandbox_config
 from contenders import command, dlt_python
 from limit import BUDGET, CONCURRENCY, TOLERANCE, Run
 from measure import read_output, round_trip
+from plot_targets import plot_targets
 from scenarios import git_commit, machine
 
 from tap_cliniko.sandbox import SandboxServer
@@ -500,6 +501,7 @@ def accounts20() -> int:
         )
         + "\n"
     )
+    plot_targets()
     print(f"wrote section 6 of {RESULTS} in {(time.monotonic() - started) / 60:.1f} minutes")
     return 0 if all(f.complete for f in fleets.values()) else 1
 
