@@ -57,10 +57,20 @@ def whole_account_only(patients: int) -> int:
     return 0
 
 
+NOTES = ("<!-- notes -->", "<!-- /notes -->")  # the hand-written reasons, kept across runs
+PLOT_LINE = "![wall time against T(M)](wall_time.png)"
+
+
 def kept(rendered: str) -> str:
-    """A freshly rendered RESULTS.md with the scenario sections (6 and 7) of the file kept."""
+    """A freshly rendered RESULTS.md with the scenario sections (6 and 7) and the
+    hand-written notes (between NOTES, put back before the plot) of the file kept."""
     old = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
-    return keep_record_path(keep_section(rendered), old)
+    text = keep_record_path(keep_section(rendered), old)
+    start, end = old.find(NOTES[0]), old.find(NOTES[1])
+    if start >= 0 and end > start and NOTES[0] not in text and PLOT_LINE in text:
+        notes = old[start : end + len(NOTES[1])]
+        text = text.replace(PLOT_LINE, f"{notes}\n\n{PLOT_LINE}", 1)
+    return text
 
 
 def main() -> int:
