@@ -11,10 +11,11 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from singer_sdk import RESTStream, SchemaDirectory, StreamSchema
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.schema.source import SchemaDirectory, StreamSchema
 from singer_sdk.singerlib.encoding.simple import RecordMessage
+from singer_sdk.streams.rest import RESTStream
 from typing_extensions import override
 
 from tap_cliniko import cliniko, paging
@@ -25,6 +26,7 @@ from tap_cliniko.paging import Page, Params
 from tap_cliniko.records import (
     UNKNOWN,
     UNKNOWN_PROPERTY,
+    Projection,
     UnknownFields,
     date_fields,
     needs_redaction,
@@ -391,8 +393,7 @@ class ClinikoStream(RESTStream[Any]):
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
-        self.unknown_fields.note(row)
-        record = normalize_patient(row, self._properties, self._date_fields)
+        record = normalize_patient(row, self._projection)
         if record is None:
             return None
         if self._keep_unknown:
@@ -428,6 +429,11 @@ class ClinikoStream(RESTStream[Any]):
     def unknown_fields(self) -> UnknownFields:
         """Fields Cliniko sent in this run that the schema lacks (the tap warns at the end)."""
         return UnknownFields(self._properties)
+
+    @cached_property
+    def _projection(self) -> Projection:
+        """The schema's fields of each row; each new shape of keys names its unknown fields."""
+        return Projection(self._properties, self._date_fields, self.unknown_fields.note_shape)
 
     @cached_property
     def _keep_unknown(self) -> bool:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 # A link to one record, e.g. .../v1/individual_appointments/123: the id is its last segment.
@@ -81,12 +82,69 @@ class UnknownFields:
         if len(self._shapes) >= self.SHAPES:
             self._shapes.clear()
         self._shapes.add(shape)
+        self.note_shape(shape)
+
+    def note_shape(self, shape: tuple[str, ...]) -> None:
+        """Name the fields of a shape of keys the schema lacks (a Projection's new shapes)."""
         self.names.update(name for name in shape if name not in self.known)
 
 
-def normalize_patient(
-    raw: Mapping[str, Any], properties: Iterable[str], dates: frozenset[str]
-) -> dict[str, Any] | None:
+#: Which of the schema's fields a shape of keys holds, how to pick them, which are dates.
+_Plan = tuple[tuple[str, ...], Callable[[Mapping[str, Any]], tuple[Any, ...]], tuple[str, ...]]
+
+
+class Projection:
+    """A schema's top-level fields of a row, in the schema's order, "" dates made null.
+
+    The rows of one list nearly always have the same keys in the same order, so which of
+    the schema's fields a shape of keys holds is worked out once per shape (at most SHAPES
+    remembered), and picked from each row by one itemgetter. new_shape hears of each shape
+    when it is first worked out (UnknownFields.note_shape: the unknown fields it holds).
+    """
+
+    SHAPES = 256
+
+    def __init__(
+        self,
+        properties: Iterable[str],
+        dates: frozenset[str],
+        new_shape: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> None:
+        self.properties = tuple(properties)
+        self.dates = dates
+        self._new_shape = new_shape
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+
+    def __call__(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        shape = tuple(raw)
+        plan = self._plans.get(shape)
+        if plan is None:
+            plan = self._plan(shape)
+        names, pick, dates = plan
+        record = dict(zip(names, pick(raw), strict=True))
+        for name in dates:
+            if record[name] == "":
+                record[name] = None
+        return record
+
+    def _plan(self, shape: tuple[str, ...]) -> _Plan:
+        if len(self._plans) >= self.SHAPES:
+            self._plans.clear()
+        present = set(shape)
+        names = tuple(name for name in self.properties if name in present)
+        pick: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+        if len(names) > 1:
+            pick = itemgetter(*names)
+        else:  # itemgetter of one name gives the value itself, of none it cannot be made
+            pick = lambda raw: tuple(raw[name] for name in names)  # noqa: E731
+        plan = (names, pick, tuple(name for name in names if name in self.dates))
+        self._plans[shape] = plan
+        if self._new_shape is not None:
+            self._new_shape(shape)
+        return plan
+
+
+def normalize_patient(raw: Mapping[str, Any], fields: Projection) -> dict[str, Any] | None:
     """Clean one API patient: schema fields only, id as str, "" dates to null.
 
     A deleted patient reduced to `deleted_at` and `links.self` gets its id from the link
@@ -95,10 +153,7 @@ def normalize_patient(
     record_id = row_id(raw)
     if record_id is None:
         return None
-    record = {name: raw[name] for name in properties if name in raw}
-    for name in dates.intersection(record):
-        if record[name] == "":
-            record[name] = None
+    record = fields(raw)
     record["id"] = record_id
     if not record.get("updated_at"):
         record["updated_at"] = record.get("deleted_at")
@@ -155,8 +210,7 @@ def link_id_fields(schema: Mapping[str, Any]) -> dict[str, str]:
 
 def normalize_record(
     raw: Mapping[str, Any],
-    properties: Iterable[str],
-    dates: frozenset[str],
+    fields: Projection,
     links: Mapping[str, str],
     *,
     has_id: bool = True,
@@ -167,14 +221,11 @@ def normalize_record(
     Returns None when a collection with ids gives a row without one.
     """
     if has_id:
-        record = normalize_patient(raw, properties, dates)
+        record = normalize_patient(raw, fields)
         if record is None:
             return None
     else:
-        record = {name: raw[name] for name in properties if name in raw}
-        for name in dates.intersection(record):
-            if record[name] == "":
-                record[name] = None
+        record = fields(raw)
     for name, value in record.items():
         if name.endswith("_ids") and isinstance(value, list):  # older accounts: integer ids
             record[name] = [

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from singer_sdk import SchemaDirectory
+from singer_sdk.schema.source import SchemaDirectory
 from typing_extensions import override
 
 from tap_cliniko import paging
@@ -272,10 +272,7 @@ class CollectionStream(SkipsForbidden):
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         collection = self.collection
-        self.unknown_fields.note(row)
-        record = normalize_record(
-            row, self._properties, self._date_fields, self._links, has_id="id" in collection.key
-        )
+        record = normalize_record(row, self._projection, self._links, has_id="id" in collection.key)
         if record is None:
             return None
         if self._keep_unknown:

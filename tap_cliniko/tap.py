@@ -14,7 +14,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar
 
-from singer_sdk import Stream, Tap
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import MapExpressionError, StreamMapConfigError, SyncLifecycleSignal
 from singer_sdk.helpers._catalog import get_selected_schema
@@ -28,6 +27,8 @@ from singer_sdk.singerlib.encoding.simple import (
     SchemaMessage,
     StateMessage,
 )
+from singer_sdk.streams.core import Stream
+from singer_sdk.tap_base import Tap
 from typing_extensions import override
 
 from tap_cliniko.api import ClinikoAPI

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tap_cliniko.records import (
+    Projection,
     link_id_fields,
     linked_id,
     normalize_record,
@@ -130,10 +131,10 @@ def test_a_record_gets_link_id_columns_string_ids_and_null_dates() -> None:
         "patient_ids": [1, "836447129235883061"],
         "updated_at": "2024-01-01T00:00:00Z",
     }
-    cleaned = normalize_record(group, tuple(bookings["properties"]), frozenset(), {})
+    cleaned = normalize_record(group, Projection(bookings["properties"], frozenset()), {})
     assert cleaned is not None and cleaned["patient_ids"] == ["1", "836447129235883061"]
     dates = frozenset(n for n, p in appointments["properties"].items() if "format" in p)
-    record = normalize_record(raw, tuple(appointments["properties"]), dates, links)
+    record = normalize_record(raw, Projection(appointments["properties"], dates), links)
     assert record is not None
     assert record["id"] == "1234567890123456789"
     assert record["cancelled_at"] is None
@@ -143,7 +144,10 @@ def test_a_record_gets_link_id_columns_string_ids_and_null_dates() -> None:
     services = schema("services")
     row = {"business": link("/businesses/3"), "appointment_type": link("/appointment_types/4")}
     kept = normalize_record(
-        row, tuple(services["properties"]), frozenset(), link_id_fields(services), has_id=False
+        row,
+        Projection(services["properties"], frozenset()),
+        link_id_fields(services),
+        has_id=False,
     )
     assert kept is not None and (kept["business_id"], kept["appointment_type_id"]) == ("3", "4")
 

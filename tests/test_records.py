@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -12,6 +13,7 @@ import pytest
 
 from tap_cliniko.api import ClinikoAPI
 from tap_cliniko.records import (
+    Projection,
     date_fields,
     drop_nulls_outside,
     needs_redaction,
@@ -38,6 +40,7 @@ SCHEMA = {
 }
 PROPS = tuple(SCHEMA["properties"])
 DATES = date_fields(SCHEMA)
+FIELDS = Projection(PROPS, DATES)
 
 
 def test_date_fields_come_from_the_schema_formats() -> None:
@@ -46,7 +49,7 @@ def test_date_fields_come_from_the_schema_formats() -> None:
 
 def test_nineteen_digit_id_never_passes_through_a_float() -> None:
     raw = json.loads('{"id": 8364471292358830617, "updated_at": "2024-01-01T00:00:00Z"}')
-    assert normalize_patient(raw, PROPS, DATES)["id"] == "8364471292358830617"  # type: ignore[index]
+    assert normalize_patient(raw, FIELDS)["id"] == "8364471292358830617"  # type: ignore[index]
     assert row_id({"id": "836447129235883061"}) == "836447129235883061"
     assert row_id({"id": 1}) == "1"
     assert row_id({"id": True}) is None
@@ -111,7 +114,7 @@ def test_empty_strings_become_null_in_date_fields_only() -> None:
         "deleted_at": "",
         "updated_at": "2013-03-26T14:00:00Z",
     }
-    record = normalize_patient(raw, PROPS, DATES)
+    record = normalize_patient(raw, FIELDS)
     assert record == {
         "id": "1",
         "first_name": "",
@@ -123,8 +126,35 @@ def test_empty_strings_become_null_in_date_fields_only() -> None:
     }
 
 
+def test_a_projection_picks_what_the_schema_holds_in_its_order_whatever_the_rows_shape() -> None:
+    """Rows of many shapes (keys missing, extra, reordered; one field; none): each projects
+    to the schema's fields it holds, in the schema's order, "" dates null, like a plain
+    comprehension; each shape is reported once while remembered, and at most SHAPES are."""
+    rng = random.Random(21)
+    names = [*PROPS, "surprise", "links_extra"]
+    shapes: list[tuple[str, ...]] = [(), ("notes",), ("surprise",)]
+    for _ in range(60):
+        shape = rng.sample(names, rng.randint(0, len(names)))
+        shapes.append(tuple(shape))
+    reported: list[tuple[str, ...]] = []
+    fields = Projection(PROPS, DATES, reported.append)
+    for _ in range(3):
+        for shape in shapes:
+            raw = {name: rng.choice(["", "x", None, 0]) for name in shape}
+            expected = {name: raw[name] for name in PROPS if name in raw}
+            for name in DATES & expected.keys():
+                expected[name] = None if expected[name] == "" else expected[name]
+            got = fields(raw)
+            assert got == expected and list(got) == list(expected), shape
+    assert sorted(reported) == sorted(set(shapes)), "each shape reported once"
+    small = Projection(PROPS, DATES)
+    for n in range(Projection.SHAPES * 3):
+        assert small({"id": n, f"f{n}": 1}) == {"id": n}
+    assert len(small._plans) <= Projection.SHAPES
+
+
 def test_fields_outside_the_schema_are_dropped() -> None:
-    record = normalize_patient({"id": 2, "updated_at": "x", "surprise": 1}, PROPS, DATES)
+    record = normalize_patient({"id": 2, "updated_at": "x", "surprise": 1}, FIELDS)
     assert record is not None and "surprise" not in record
 
 
@@ -133,7 +163,7 @@ def test_minimal_deleted_record_takes_id_from_link_and_deleted_at_as_updated_at(
         "deleted_at": "2025-06-05T14:38:48Z",
         "links": {"self": "https://api.au1.cliniko.com/v1/patients/836447129235883061"},
     }
-    assert normalize_patient(raw, PROPS, DATES) == {
+    assert normalize_patient(raw, FIELDS) == {
         "id": "836447129235883061",
         "deleted_at": "2025-06-05T14:38:48Z",
         "updated_at": "2025-06-05T14:38:48Z",
@@ -144,7 +174,7 @@ def test_minimal_deleted_record_takes_id_from_link_and_deleted_at_as_updated_at(
 def test_record_without_any_id_is_dropped() -> None:
     # A link to a list, not to one record, holds no id.
     for link in ("https://x/v1/patients", "https://x/v1/patients/1/attendees"):
-        assert normalize_patient({"links": {"self": link}}, PROPS, DATES) is None
+        assert normalize_patient({"links": {"self": link}}, FIELDS) is None
 
 
 @pytest.mark.parametrize(
