@@ -29,9 +29,10 @@ import sys
 import time
 
 from accounts import HERE
-from fleet import accounts20, keep_section
+from fleet import MARKERS as ACCOUNTS20
+from fleet import accounts20
 from plot import plot
-from recpath import keep_section as keep_record_path
+from recpath import MARKERS as RECORD_PATH
 from recpath import record_path
 from report import report, whole_account_text
 from scenarios import (
@@ -44,6 +45,7 @@ from scenarios import (
     Bench,
     machine,
 )
+from sections import keep_section
 
 
 def whole_account_only(patients: int) -> int:
@@ -65,7 +67,7 @@ def kept(rendered: str) -> str:
     """A freshly rendered RESULTS.md with the scenario sections (6 and 7) and the
     hand-written notes (between NOTES, put back before the plot) of the file kept."""
     old = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
-    text = keep_record_path(keep_section(rendered), old)
+    text = keep_section(keep_section(rendered, old, ACCOUNTS20), old, RECORD_PATH)
     start, end = old.find(NOTES[0]), old.find(NOTES[1])
     if start >= 0 and end > start and NOTES[0] not in text and PLOT_LINE in text:
         notes = old[start : end + len(NOTES[1])]

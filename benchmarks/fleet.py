@@ -28,9 +28,10 @@ from typing import Any
 from accounts import HERE, ROOT, dataset, sandbox_config
 from contenders import command, dlt_python
 from limit import BUDGET, CONCURRENCY, TOLERANCE, Run
-from measure import read_output, round_trip
+from measure import logged_run, read_output, round_trip
 from plot_targets import plot_targets
 from scenarios import git_commit, machine
+from sections import replace_section
 
 from tap_cliniko.sandbox import SandboxServer
 
@@ -41,7 +42,7 @@ ACCOUNTS = [int(round(500 + i * 5_500 / 19, -2)) for i in range(20)]
 SAMPLE_EVERY = 0.2  # seconds between samples of the processes' RSS
 RESULTS = HERE / "RESULTS.md"
 FIGURES = HERE / "accounts20.json"  # the last run's figures
-BEGIN, END = "<!-- accounts20 -->", "<!-- /accounts20 -->"
+MARKERS = "<!-- accounts20 -->", "<!-- /accounts20 -->"
 CONTENDERS = ("tap c8", "dlt")
 CORES = os.cpu_count() or 1
 
@@ -197,24 +198,20 @@ def fleet(contender: str, r: float) -> Fleet:
         runs = []
         for patients, server, process in zip(ACCOUNTS, servers, processes, strict=True):
             records, _ = read_output(process.out, contender)
-            log = list(server.requests)
             runs.append(
-                Run(
-                    contender=contender,
-                    scenario="accounts20",
-                    n=patients,
-                    latency_ms=LATENCY_MS,
+                logged_run(
+                    contender,
+                    "accounts20",
+                    patients,
+                    LATENCY_MS,
+                    r,
                     wall=process.ended_mono - process.started_mono,
                     cpu=process.cpu,
                     rss_mb=process.peak_mb,
-                    records=sum(records.values()),
                     exit_code=process.exit_code,
-                    total_requests=len(log),
-                    throttled=sum(1 for record in log if record.status == 429),
-                    startup=min((record.started for record in log), default=process.started)
-                    - process.started,
-                    r=r,
-                    records_per_stream=records,
+                    started=process.started,
+                    records=records,
+                    log=list(server.requests),
                 )
             )
             if process.exit_code:
@@ -264,7 +261,7 @@ def section(fleets: dict[str, Fleet], figures: dict[str, Any]) -> str:
     tap, dlt = fleets["tap c8"], fleets["dlt"]
     name = {"tap c8": "tap (`tap c8`)", "dlt": "dlt REST client"}
     lines = [
-        BEGIN,
+        MARKERS[0],
         "## 6. Twenty accounts at once",
         "",
         f"Produced by `python3 dev.py bench --scenario accounts20` at commit"
@@ -319,7 +316,7 @@ def section(fleets: dict[str, Fleet], figures: dict[str, Any]) -> str:
         " no threshold was set).",
         "",
         figures["reasons"],
-        END,
+        MARKERS[1],
     ]
     return "\n".join(lines) + "\n"
 
@@ -401,25 +398,6 @@ def reasons(fleets: dict[str, Fleet], imports: dict[str, float]) -> str:
     )
 
 
-def replace_section(text: str, new: str) -> str:
-    """`text` with the marked section replaced by `new`, or `new` appended if none is there."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start >= 0 and end > start:
-        return text[:start] + new.rstrip("\n") + text[end + len(END) :]
-    return text.rstrip("\n") + "\n\n" + new
-
-
-def keep_section(rendered: str) -> str:
-    """A freshly rendered RESULTS.md with the marked section of the file on disk kept."""
-    if not RESULTS.exists():
-        return rendered
-    old = RESULTS.read_text()
-    start, end = old.find(BEGIN), old.find(END)
-    if start < 0 or end < start:
-        return rendered
-    return replace_section(rendered, old[start : end + len(END)] + "\n")
-
-
 def import_cpu(python: str, statement: str) -> float:
     """CPU seconds of `statement` in a fresh interpreter, less those of a bare interpreter."""
 
@@ -463,7 +441,7 @@ def accounts20() -> int:
         fleets[contender] = fleet(contender, r)
         print_fleet(fleets[contender])
     figures["reasons"] = reasons(fleets, figures["import_cpu"])
-    RESULTS.write_text(replace_section(RESULTS.read_text(), section(fleets, figures)))
+    RESULTS.write_text(replace_section(RESULTS.read_text(), section(fleets, figures), MARKERS))
     FIGURES.write_text(
         json.dumps(
             {

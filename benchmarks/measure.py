@@ -183,6 +183,46 @@ def round_trip(
     return _round_trips[(key, latency)]
 
 
+def logged_run(
+    contender: str,
+    scenario: str,
+    n: int,
+    latency_ms: float,
+    r: float,
+    *,
+    wall: float,
+    cpu: float,
+    rss_mb: float,
+    exit_code: int,
+    started: float,
+    records: Counter[str],
+    log: list[Any],
+    **details: Any,
+) -> Run:
+    """A Run from what one process cost and the requests its local Cliniko logged meanwhile.
+
+    started: the process's start on the server log's clock (epoch seconds); the server notes
+    each request's arrival, before its added latency, so start-up ends at the first one.
+    """
+    return Run(
+        contender=contender,
+        scenario=scenario,
+        n=n,
+        latency_ms=latency_ms,
+        wall=wall,
+        cpu=cpu,
+        rss_mb=rss_mb,
+        records=sum(records.values()),
+        exit_code=exit_code,
+        total_requests=len(log),
+        throttled=sum(1 for record in log if record.status == 429),
+        startup=min((record.started for record in log), default=started) - started,
+        r=r,
+        records_per_stream=records,
+        **details,
+    )
+
+
 def run_once(
     contender: str,
     scenario: str,
@@ -220,29 +260,25 @@ def run_once(
     routes: dict[str, set[str]] = {}
     for record in log:
         routes.setdefault(stream_of(record.path), set()).add(record.path)
-    run = Run(
-        contender=contender,
-        scenario=scenario,
-        n=n,
-        latency_ms=latency_ms,
+    run = logged_run(
+        contender,
+        scenario,
+        n,
+        latency_ms,
+        r,
         wall=measured.wall,
         cpu=measured.cpu,
         rss_mb=measured.rss_mb,
-        records=sum(records.values()),
         exit_code=measured.exit_code,
-        total_requests=len(log),
-        throttled=sum(1 for record in log if record.status == 429),
-        # The server notes each request's arrival, before its added latency.
-        startup=min((record.started for record in log), default=measured.started)
-        - measured.started,
-        r=r,
+        started=measured.started,
+        records=records,
+        log=log,
         requests=Counter(record.path for record in log),
         pages=pages,
         short=short,
         per_stream=Counter(
             stream_key(record.path, record.query_string, state is not None) for record in log
         ),
-        records_per_stream=records,
         routes_per_stream={stream: len(paths) for stream, paths in routes.items()},
         progress_lines=sum(
             1 for line in measured.stderr.splitlines() if " left" in line and "(" in line

@@ -25,6 +25,7 @@ from contenders import command
 from measure import run_once
 from plot_targets import plot_targets
 from scenarios import git_commit, machine
+from sections import replace_section
 
 from tap_cliniko.sandbox import SandboxServer
 
@@ -35,7 +36,7 @@ RATIO_TARGET = 0.9
 RSS_TARGET_MB = 100
 RESULTS = HERE / "RESULTS.md"
 FIGURES = HERE / "record_path.json"
-BEGIN, END = "<!-- record-path -->", "<!-- /record-path -->"
+MARKERS = "<!-- record-path -->", "<!-- /record-path -->"
 #: Where a profile's CPU goes, by the file a function lives in.
 GROUPS = (
     ("singer_sdk (per-record typing, conforming, messages)", "singer_sdk"),
@@ -91,7 +92,7 @@ def profile_tap(n: int) -> list[tuple[str, float, float]]:
 
 def section(figures: dict[str, Any]) -> str:
     lines = [
-        BEGIN,
+        MARKERS[0],
         "## 7. Record path and memory: the tap against a bare requests + json loop",
         "",
         f"Produced by `python3 dev.py bench --scenario record-path` at commit"
@@ -146,7 +147,7 @@ def section(figures: dict[str, Any]) -> str:
         f"- Memory, whole account: tap peak RSS {whole['rss_mb']:.0f} MB (target"
         f" {RSS_TARGET_MB} MB): {'met' if whole['rss_mb'] <= RSS_TARGET_MB else 'NOT met'}."
     )
-    lines += ["", "Why:", "", figures["reasons"], END, ""]
+    lines += ["", "Why:", "", figures["reasons"], MARKERS[1], ""]
     return "\n".join(lines)
 
 
@@ -166,21 +167,6 @@ REASONS = """\
 - Peak RSS at 100,000 patients is just under the target: a sync of 2,000 patients already
   peaks at about 75 MB (the interpreter with the SDK's and the tap's modules); the pages
   read ahead side by side are the rest. The bare loop holds one page."""
-
-
-def replace_section(text: str, new: str) -> str:
-    start, end = text.find(BEGIN), text.find(END)
-    if start >= 0 and end > start:
-        return text[:start] + new.rstrip("\n") + text[end + len(END) :]
-    return text.rstrip("\n") + "\n\n" + new
-
-
-def keep_section(rendered: str, old: str) -> str:
-    """A freshly rendered RESULTS.md with this section of the file on disk kept."""
-    start, end = old.find(BEGIN), old.find(END)
-    if start < 0 or end < start:
-        return rendered
-    return replace_section(rendered, old[start : end + len(END)] + "\n")
 
 
 def figures_of(run: Any) -> dict[str, Any]:
@@ -228,7 +214,7 @@ def record_path(sizes: list[int] | None = None) -> int:
     for label, cpu, share in figures["profile"]:
         print(f"  profile: {label:<55} {cpu:6.2f}s {share:4.0%}", flush=True)
     figures["reasons"] = REASONS
-    RESULTS.write_text(replace_section(RESULTS.read_text(), section(figures)))
+    RESULTS.write_text(replace_section(RESULTS.read_text(), section(figures), MARKERS))
     FIGURES.write_text(json.dumps(figures, indent=1) + "\n")
     plot_targets()
     print(f"wrote section 7 of {RESULTS} and {HERE / 'targets.png'}", flush=True)
