@@ -161,11 +161,14 @@ REASONS = """\
   msgspec (the SDK's serializer), far cheaper than `json.dumps`. The profile above is
   where the tap's main thread spends it; none of those checks is dropped for speed: they
   are what keeps a glitching page from losing or corrupting a record.
-- The tap's fixed start-up (the SDK's and the tap's imports, the catalog: a sync of 2,000
-  patients costs the tap about 0.8 CPU-s and the bare loop 0.3) is what keeps it under
-  0.9x at the smaller size; it fades at the larger one, where the tap is ahead.
-- Peak RSS at 100,000 patients is just under the target: a sync of 2,000 patients already
-  peaks at about 75 MB (the interpreter with the SDK's and the tap's modules); the pages
+- The tap's fixed start-up (the SDK modules it uses, its own, the catalog) is what sets
+  the smaller size apart: the tap no longer runs `singer_sdk`'s package __init__ (the
+  SDK's target side, joblib and numpy: `tap_cliniko/_sdk.py`), so a sync of 100 patients
+  costs it about 0.37 CPU-s (0.57 before, at commit 2e48533, when this section measured
+  0.82x at 20,000) against the bare loop's 0.12; it fades at the larger size, where the
+  tap is ahead. Machine noise moves the 20,000 ratio by several hundredths run to run.
+- Peak RSS at 100,000 patients is under the target: a sync of 2,000 patients already
+  peaks at about 60 MB (the interpreter with the SDK's and the tap's modules); the pages
   read ahead side by side are the rest. The bare loop holds one page."""
 
 
