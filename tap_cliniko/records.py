@@ -59,30 +59,17 @@ def row_id(raw: Mapping[str, Any]) -> str | None:
 class UnknownFields:
     """Top-level field names Cliniko sent that the stream's schema lacks: names, never values.
 
-    Records of one stream nearly always have the same keys in the same order, so each new
-    shape of keys is looked at once (a tuple's hash per record on the record path).
+    Each new shape of keys is looked at once: the stream's Projection reports it.
     """
-
-    SHAPES = 256  # distinct key shapes remembered before starting over (bounded memory)
 
     def __init__(self, known: Iterable[str]) -> None:
         self.known = frozenset(known) | {"links"}  # links become the schema's *_id fields
         self.names: set[str] = set()
-        self._shapes: set[tuple[str, ...]] = set()
 
     def kept(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
         """The fields of raw the schema lacks, by name (None when there are none)."""
         extra = {name: value for name, value in raw.items() if name not in self.known}
         return extra or None
-
-    def note(self, raw: Mapping[str, Any]) -> None:
-        shape = tuple(raw)
-        if shape in self._shapes:
-            return
-        if len(self._shapes) >= self.SHAPES:
-            self._shapes.clear()
-        self._shapes.add(shape)
-        self.note_shape(shape)
 
     def note_shape(self, shape: tuple[str, ...]) -> None:
         """Name the fields of a shape of keys the schema lacks (a Projection's new shapes)."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tap_cliniko.records import UnknownFields
+from tap_cliniko.records import Projection, UnknownFields
 from tests.conftest import run_tap, tap_config
 
 EXTRA = ("favourite_colour", "loyalty_tier")
@@ -47,9 +47,10 @@ def test_no_warning_when_every_field_is_in_the_schema(
 
 def test_key_shapes_seen_are_bounded_and_names_kept() -> None:
     unknown = UnknownFields(["id", "name"])
-    for n in range(UnknownFields.SHAPES * 3):
-        unknown.note({"id": 1, "name": "x", f"f{n % 500}": 1, "links": {}})
-    assert len(unknown._shapes) <= UnknownFields.SHAPES
+    fields = Projection(["id", "name"], frozenset(), unknown.note_shape)
+    for n in range(Projection.SHAPES * 3):
+        fields({"id": 1, "name": "x", f"f{n % 500}": 1, "links": {}})
+    assert len(fields._plans) <= Projection.SHAPES
     assert unknown.names == {f"f{n}" for n in range(500)}
 
 
