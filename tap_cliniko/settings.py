@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import fnmatch
 from collections.abc import Mapping
 from datetime import datetime
@@ -130,6 +131,48 @@ CONFIG_SCHEMA = th.PropertiesList(
 ).to_dict()
 
 
+#: The SDK's own settings, described for this tap (the SDK's text is generic) and with the
+#: defaults the SDK applies (it declares none): what --about, plugin.yaml and README say.
+SDK_SETTINGS: dict[str, dict[str, Any]] = {
+    "stream_maps": {
+        "description": 'The SDK\'s stream maps: hash, drop or add fields (`"*"` matches every'
+        " selected stream; read a field some stream lacks as `record.get('field')`); see"
+        " Privacy."
+    },
+    "stream_map_config": {
+        "description": "Values stream maps read as `config['...']`, e.g. a hashing salt."
+    },
+    "faker_config": {"description": "Seed and locales for `fake` in stream maps."},
+    "flattening_enabled": {
+        "description": "Flatten nested objects into `name__field` columns (needs"
+        " `flattening_max_depth`)."
+    },
+    "flattening_max_depth": {
+        "description": "How many levels of nesting to flatten (1 is enough for CSV)."
+    },
+    "flattening_max_key_length": {
+        "description": "The longest flattened column name.",
+        "default": 255,
+    },
+    "flattening_separator": {
+        "description": "Between the parts of a flattened column name.",
+        "default": "__",
+    },
+    "batch_config": {
+        "description": "Write BATCH files instead of RECORD messages: `jsonl`, `gzip` or"
+        " `none`; refused with stream maps, flattening or deselected fields (see below)."
+    },
+}
+
+
+def describe_sdk_settings(config_jsonschema: dict[str, Any]) -> None:
+    """Give the SDK's settings in config_jsonschema this tap's descriptions and defaults."""
+    properties = config_jsonschema.setdefault("properties", {})
+    for name, words in SDK_SETTINGS.items():
+        if name in properties:  # a copy: the SDK's own schema constants stay as they are
+            properties[name] = {**properties[name], **words}
+
+
 def resolve_base_url(config: Mapping[str, Any]) -> str:
     """Return the API base URL: base_url when set, else the key's shard URL."""
     if config.get("base_url"):
@@ -143,6 +186,11 @@ def check_config(config: Mapping[str, Any]) -> None:
     if not isinstance(api_key, str) or not api_key.strip():
         raise ClinikoError(
             "api_key is missing or empty: set it (TAP_CLINIKO_API_KEY, or api_key in the config)"
+        )
+    if any(character.isspace() for character in api_key):
+        raise ClinikoError(
+            "api_key holds a space or a line break (at its start or end?): set it to the key"
+            " alone, as Cliniko's My Info > Manage API keys shows it"
         )
     user_agent = config.get("user_agent")
     if not isinstance(user_agent, str) or not USER_AGENT_PATTERN.match(user_agent):
@@ -161,6 +209,27 @@ def check_config(config: Mapping[str, Any]) -> None:
             " nested objects to flatten, e.g. 1"
         )
     resolve_base_url(config)
+
+
+def check_config_keys(config: Mapping[str, Any], known: frozenset[str]) -> list[str]:
+    """Refuse a key that looks like a misspelt setting; return the other unknown keys.
+
+    A misspelt `privacy_redaction` would be ignored and blank nothing, so a key within a
+    typo of a setting (`perpage`, `start-date`, `Privacy_Redaction`) stops the tap; a key
+    like nothing the tap has (another tool's setting in a shared file) is only reported.
+    """
+    unknown = sorted(key for key in config if key not in known)
+    ignored = []
+    for key in unknown:
+        spelt = key.strip().lower().replace("-", "_").replace(" ", "_")
+        near = [spelt] if spelt in known else difflib.get_close_matches(spelt, known, 1, 0.8)
+        if near:
+            raise ClinikoError(
+                f"the config key {key!r} is not a setting of tap-cliniko: did you mean"
+                f" {near[0]!r}? Rename it (tap-cliniko --about lists every setting)"
+            )
+        ignored.append(key)
+    return ignored
 
 
 def _is_datetime(value: object) -> bool:

@@ -33,7 +33,7 @@ from typing_extensions import override
 
 from tap_cliniko.api import ClinikoAPI
 from tap_cliniko.client import STATE_LOCK, ClinikoStream
-from tap_cliniko.cliniko import ClinikoError
+from tap_cliniko.cliniko import DEFAULT_SHARD, ClinikoError
 from tap_cliniko.concurrency import Feed, ReadAhead, Rows, Scheduler
 from tap_cliniko.records import drop_nulls_outside
 from tap_cliniko.settings import (
@@ -41,7 +41,9 @@ from tap_cliniko.settings import (
     check_batch_config,
     check_catalog,
     check_config,
+    check_config_keys,
     check_stream_maps,
+    describe_sdk_settings,
     resolve_base_url,
     state_from_document,
 )
@@ -177,6 +179,12 @@ class TapCliniko(Tap):
         check_batch_config(self.config, fields_deselected=deselected)
 
     @override
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict[str, Any]) -> None:
+        super().append_builtin_config(config_jsonschema)
+        describe_sdk_settings(config_jsonschema)
+
+    @override
     def setup_mapper(self) -> None:
         # The SDK registers a deselected stream with an empty schema, on which any "*" map
         # fails (its key `id` is gone); it writes nothing, so with stream maps its whole
@@ -257,6 +265,19 @@ class TapCliniko(Tap):
             self.logger.removeFilter(QUIET_KNOWN_NOISE)
         if errors:
             raise ClinikoError(f"invalid config: {errors[0]}")
+        ignored = check_config_keys(self.config, frozenset(self.config_jsonschema["properties"]))
+        if ignored:
+            self.logger.warning(
+                "The config holds keys tap-cliniko does not know, ignored: %s"
+                " (tap-cliniko --about lists every setting)",
+                ", ".join(ignored),
+            )
+        if not self.config.get("base_url") and "-" not in str(self.config["api_key"]):
+            self.logger.info(
+                "api_key has no shard suffix: reading shard %s, where Cliniko keeps such keys"
+                " (a 401 means the key belongs to another shard: copy it whole)",
+                DEFAULT_SHARD,
+            )
         return errors
 
     # The SDK marks write_schemas final for typing only; this extends it and changes nothing.

@@ -68,6 +68,15 @@ CONFIG_CASES = {
     "missing api_key": ({"user_agent": USER_AGENT}, "api_key is missing"),
     "empty api_key": ({**GOOD, "api_key": "  "}, "api_key is missing"),
     "malformed shard suffix": ({**GOOD, "api_key": "MS0xLWV4YW1wbGU-AU1"}, "shard suffix"),
+    "api_key ending in a line break": ({**GOOD, "api_key": GOOD["api_key"] + "\n"}, "line break"),
+    "api_key with a leading space": ({**GOOD, "api_key": " " + GOOD["api_key"]}, "space"),
+    "misspelt per_page": ({**GOOD, "perpage": 50}, "'perpage'", "did you mean 'per_page'"),
+    "misspelt privacy_redaction": (
+        {**GOOD, "Privacy-Redaction": "rejected"},
+        "'Privacy-Redaction'",
+        "did you mean 'privacy_redaction'",
+    ),
+    "misspelt start_date": ({**GOOD, "start-date": "2024-01-01"}, "did you mean 'start_date'"),
     "user_agent without e-mail": ({**GOOD, "user_agent": "Acme reporting"}, "user_agent"),
     "start_date not a date-time": ({**GOOD, "start_date": "last tuesday"}, "start_date"),
     "plain http to a remote host": ({**GOOD, "base_url": "http://cliniko.example/v1"}, "base_url"),
@@ -80,9 +89,9 @@ CONFIG_CASES = {
 
 @pytest.mark.parametrize("case", CONFIG_CASES)
 def test_bad_config_is_refused_in_one_line(tmp_path: Path, case: str) -> None:
-    config, words = CONFIG_CASES[case]
+    config, *words = CONFIG_CASES[case]
     result = run_cli(tmp_path, config)
-    assert_refused(result, words)
+    assert_refused(result, *words)
     if len(config.get("api_key", "").strip()) > 8:
         assert config["api_key"] not in result.stderr + result.stdout
 
@@ -254,6 +263,20 @@ def test_dry_run_logs_no_error(tmp_path: Path, sandbox: Any) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ERROR" not in result.stderr.upper(), result.stderr[-2000:]
     assert "unsorted" not in result.stderr, "the SDK's misleading warning is explained in README"
+
+
+def test_a_key_no_setting_resembles_is_ignored_with_one_warning(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    """Another tool's key in a shared config file: named once (never its value), then a sync."""
+    with sandbox(patients=5, seed=5) as server:
+        config = {**GOOD, "api_key": SANDBOX_KEY, "base_url": server.base_url}
+        config["dbt_profile"] = "secret-looking-value-0001"
+        result = run_cli(tmp_path, config, extra=["--test"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if "does not know" in line]
+    assert len(warnings) == 1 and "ignored: dbt_profile (" in warnings[0], result.stderr[-2000:]
+    assert "secret-looking-value-0001" not in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize(

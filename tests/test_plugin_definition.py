@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,23 @@ def test_target_jsonl_definition_file_is_meltano_yml_loader() -> None:
     assert {k: shipped.get(k) for k in keys} == {k: loader.get(k) for k in keys}
     # Meltano 4 drops `config` (and `select`) from a definition file: README sets it instead.
     assert set(shipped) == set(keys)
+
+
+def markdown_rows(text: str) -> dict[str, str]:
+    """A markdown settings table's rows, by setting name."""
+    rows = [line for line in text.splitlines() if line.startswith("| ") and " | " in line]
+    return {row.split(" | ")[0].removeprefix("| "): row for row in rows[1:]}
+
+
+def test_readme_settings_table_is_what_about_prints() -> None:
+    """README: `--about --format=markdown` prints the same table, plus the SDK's sub-keys."""
+    out = subprocess.run(
+        [TAP, "--about", "--format=markdown"], capture_output=True, check=True, text=True
+    ).stdout
+    printed = markdown_rows(out.split("## Settings", 1)[1])
+    readme = (ROOT / "README.md").read_text().split("## Settings\n", 1)[1].split("\n## ", 1)[0]
+    table = markdown_rows(readme)
+    assert set(table) == {name for name in printed if "." not in name}
+    for name, row in table.items():
+        assert row == printed[name], f"README's {name} row differs from --about's"
+    assert {"stream_maps", "batch_config", "flattening_separator"} <= set(table)

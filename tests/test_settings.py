@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from tap_cliniko.cliniko import ClinikoError
 from tap_cliniko.settings import (
     check_batch_config,
     check_catalog,
+    check_config_keys,
     check_stream_maps,
     fields_read,
     state_from_document,
@@ -116,3 +118,54 @@ def test_stream_maps_reading_a_missing_field_are_refused_only_where_it_is_missin
         check_stream_maps({"b*": {"h": "md5(email)"}}, fields)
     with pytest.raises(ClinikoError, match="'businesses'"):
         check_stream_maps({"alias": {"__source__": "businesses", "h": "md5(email)"}}, fields)
+
+
+def every_setting() -> frozenset[str]:
+    """The settings a tap's config may hold: its own and the SDK's."""
+    from tap_cliniko.tap import TapCliniko
+
+    schema: dict[str, Any] = {"properties": dict(TapCliniko.config_jsonschema["properties"])}
+    TapCliniko.append_builtin_config(schema)
+    return frozenset(schema["properties"])
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("perpage", "per_page"),
+        ("per-page", "per_page"),
+        ("Privacy_Redaction", "privacy_redaction"),
+        ("privacy_redacton", "privacy_redaction"),
+        ("start-date", "start_date"),
+        ("startdate", "start_date"),
+        ("apikey", "api_key"),
+        ("flatening_enabled", "flattening_enabled"),
+        ("stream_map", "stream_maps"),
+        ("max_request_per_minute", "max_requests_per_minute"),
+    ],
+)
+def test_a_misspelt_setting_is_refused_naming_the_one_meant(key: str, meant: str) -> None:
+    with pytest.raises(ClinikoError, match=f"{key!r} is not a setting.*did you mean {meant!r}"):
+        check_config_keys({"api_key": "k", key: 1}, every_setting())
+
+
+def test_keys_like_no_setting_are_returned_sorted_and_settings_pass() -> None:
+    known = every_setting()
+    config = {name: None for name in known} | {"zz_other_tool": 1, "dbt_profile": "x"}
+    assert check_config_keys(config, known) == ["dbt_profile", "zz_other_tool"]
+    assert check_config_keys({name: None for name in known}, known) == []
+
+
+def test_a_key_without_a_shard_suffix_is_logged_as_au1(caplog: pytest.LogCaptureFixture) -> None:
+    from tap_cliniko.tap import TapCliniko
+
+    config = {"api_key": "MS0xLWV4YW1wbGUwMDAx", "user_agent": "Acme (data@acme.example)"}
+    with caplog.at_level(logging.INFO):
+        TapCliniko(config=config, validate_config=True)
+    said = [r.getMessage() for r in caplog.records if "shard suffix" in r.getMessage()]
+    assert len(said) == 1 and "shard au1" in said[0], said
+    assert config["api_key"] not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        TapCliniko(config={**config, "api_key": config["api_key"] + "-uk2"}, validate_config=True)
+    assert "shard suffix" not in caplog.text

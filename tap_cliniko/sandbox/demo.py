@@ -543,6 +543,7 @@ def run_local(patients: int = PATIENTS, profile: Path | None = None, scale: floa
         took = meltano.run()
         check_first_load(server, warehouse)
         show_counts(f"loaded in {took:.1f}s into {rel(WAREHOUSE)}", warehouse.counts())
+        print("   checked: each stream holds every row the local Cliniko serves, once")
         print("   a few patients (19-digit ids, as Cliniko has them)")
         for patient_id, name, city, updated in warehouse.samples():
             print(f"     {patient_id}  {name:<20} {city:<12} {updated}")
@@ -572,7 +573,9 @@ def run_local(patients: int = PATIENTS, profile: Path | None = None, scale: floa
             other = ids - wanted - reread
             line = f"     {stream:<24} {len(ids):>6,} = {len(wanted)} changed"
             line += f" + {len(reread)} at the bookmark"
-            print(line + (f" + {len(other)} other" if other else ""))
+            if other:  # a row updated in the look-back before the bookmark, or moved with them
+                line += f" + {len(other)} more in the look-back (lookback_seconds)"
+            print(line)
         show_bookmarks(before, meltano.bookmarks(), list(changed))
 
         print(f"6. meltano invoke {MODELS}:build   (transform/: models and their dbt tests)")
@@ -580,6 +583,7 @@ def run_local(patients: int = PATIENTS, profile: Path | None = None, scale: floa
         took = meltano.build_models(every_route)
         show_models(warehouse, took, {i for s in PATIENT_STREAMS for i in changed.get(s, set())})
         check_models(server, warehouse, unseen=deleted)
+        print("   checked: patients_current has every patient once, with the server's status")
     print(
         f"7. Local Cliniko stopped. Explore {rel(WAREHOUSE)} (schemas {SCHEMA}, {MODELS_SCHEMA}):"
     )
