@@ -95,6 +95,17 @@ def test_meltano_yml_option_values_are_strings_as_meltano_reads_them() -> None:
     assert [o["value"] for o in options["options"]] == ["off", "rejected", "rejected_or_unanswered"]
 
 
+def test_target_jsonl_definition_file_is_meltano_yml_loader() -> None:
+    """plugins/target-jsonl.yml (README's fresh project adds it --from-ref) is meltano.yml's."""
+    shipped = read_meltano_yml(ROOT / "plugins" / "target-jsonl.yml")
+    project = read_meltano_yml()
+    loader = next(p for p in project["plugins"]["loaders"] if p["name"] == "target-jsonl")
+    keys = ("name", "namespace", "pip_url", "executable", "settings")
+    assert {k: shipped.get(k) for k in keys} == {k: loader.get(k) for k in keys}
+    # Meltano 4 drops `config` (and `select`) from a definition file: README sets it instead.
+    assert set(shipped) == set(keys)
+
+
 def markdown_rows(text: str) -> dict[str, str]:
     """A markdown settings table's rows, by setting name."""
     rows = [line for line in text.splitlines() if line.startswith("| ") and " | " in line]

@@ -25,6 +25,7 @@ import yaml
 
 import tap_cliniko
 from tap_cliniko.resources import BY_NAME
+from tap_cliniko.sandbox import SandboxConfig
 from tap_cliniko.sandbox.cli import parse_args
 from tap_cliniko.streams import STREAM_NAMES
 from tests.conftest import SANDBOX_KEY, STATUS_STREAM, STREAMS, USER_AGENT
@@ -37,11 +38,12 @@ DEFAULT_STREAMS = {n for n in STREAM_NAMES if not (n in BY_NAME and BY_NAME[n].c
 # README's bash blocks that run elsewhere than in README's order in a copy of the project.
 OPT_IN = "opt-in: tests/e2e/test_packaging.py"
 FRESH_PROJECT = "fresh project: tests/e2e/test_packaging.py"
+FRESH_LOCAL = "fresh project, local Cliniko: tests/e2e/test_packaging.py"
 STACK = "tested by tests/e2e/test_stack.py"  # also run here, in order with the rest
 # Health groups' commands name accounts of yours (tests/e2e/test_dagster_accounts.py runs their
 # equivalent on local Clinikos).
 ACCOUNTS = "accounts: your own, not run by the tests"
-MARKERS = {"", OPT_IN, FRESH_PROJECT, STACK, ACCOUNTS}
+MARKERS = {"", OPT_IN, FRESH_PROJECT, FRESH_LOCAL, STACK, ACCOUNTS}
 PLACEHOLDER = re.compile(r"<[a-z ]+>")
 
 
@@ -441,18 +443,50 @@ def test_readme_opt_in_command_loads_a_clinical_stream(project_copy: Any, sandbo
     assert removed == ["-    - '!treatment_notes.*'"], diff.stdout
 
 
-def test_readme_hub_block_in_a_fresh_meltano_project(sandbox: Any, tmp_path: Path) -> None:
-    """README's "Meltano Hub definition" block, as written, in a fresh `meltano init` project.
+def readme_local_cliniko_config(block: str) -> tuple[SandboxConfig, dict[str, str]]:
+    """The fresh project's local-Cliniko block: its server's arguments, the settings it sets."""
+    commands = block_commands(block)
+    starts = [c for c in commands if shlex.split(c)[0].endswith("/cliniko-sandbox")]
+    assert len(starts) == 1, commands
+    server = parse_args(shlex.split(starts[0])[1:])
+    settings: dict[str, str] = {}
+    for command in commands:
+        if command in starts:
+            continue
+        words = shlex.split(command)
+        assert words[:4] == ["meltano", "config", "set", "tap-cliniko"], command
+        assert len(words) == 6, command
+        settings[words[4]] = words[5]
+    return server, settings
 
-    One extractor is added and installed from the clone (a copy of this working tree), the
-    clinical streams are left out, the key stays out of what git would commit, and README's
-    opt-in command then adds treatment notes.
+
+def test_readme_hub_block_in_a_fresh_meltano_project(sandbox: Any, tmp_path: Path) -> None:
+    """README's "Meltano Hub definition" blocks, as written, in a fresh `meltano init` project.
+
+    In README's order: the first block up to its `meltano run` (the extractor from the clone, a
+    copy of this working tree; the loader from the clone's plugins/target-jsonl.yml), then the
+    local-Cliniko block (its `cliniko-sandbox` line checked against the config lines, which run
+    with this test's server's address and key), then the `meltano run`. The loader's files hold
+    every patient the server holds, the clinical streams are left out, the key stays out of
+    what git would commit, and README's opt-in command then adds treatment notes.
     """
     clone = tmp_path / "tap-cliniko"
     for name in clone_files():
         (clone / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, clone / name)
-    block = next(block for marker, block in readme_blocks() if marker == FRESH_PROJECT)
+    blocks = dict((marker, block) for marker, block in readme_blocks() if marker)
+    first = blocks[FRESH_PROJECT].replace("/path/to/tap-cliniko", str(clone))
+    lines = first.rstrip("\n").splitlines()
+    run_line = "meltano run tap-cliniko target-jsonl"
+    assert block_commands(lines[-1]) == [run_line], "the block ends with the pipeline"
+    setup = "\n".join(lines[:-1])
+    local, settings = readme_local_cliniko_config(blocks[FRESH_LOCAL])
+    assert settings == {
+        "api_key": local.api_key,
+        "base_url": f"http://{local.host}:{local.port}/v1",
+        "max_requests_per_minute": "0",
+    }, settings
+    assert local.rate_limit_per_minute == 0, "the tap's throttle is off: so is the server's"
     work = tmp_path / "work"
     work.mkdir()
 
@@ -471,17 +505,24 @@ def test_readme_hub_block_in_a_fresh_meltano_project(sandbox: Any, tmp_path: Pat
 
     with sandbox(patients=30, seed=76, collections=0.1) as server:
         key = server.config.api_key
-        script = substitute(block.replace("/path/to/tap-cliniko", str(clone)), {"your key": key})
-        bash(script, work)
+        bash(substitute(setup, {"your key": key}), work)
         project = work / "my-clinic"
+        ours = {"api_key": key, "base_url": server.base_url, "max_requests_per_minute": "0"}
+        for setting in settings:
+            bash(f"meltano config set tap-cliniko {setting} {shlex.quote(ours[setting])}", project)
+        bash(run_line, project)
+        snapshot = server.store.snapshot()
         plugins = read_meltano_yml(project / "meltano.yml")["plugins"]
         assert {kind: [p["name"] for p in found] for kind, found in plugins.items()} == {
-            "extractors": ["tap-cliniko"]
+            "extractors": ["tap-cliniko"],
+            "loaders": ["target-jsonl"],
         }
         assert plugins["extractors"][0]["pip_url"] == str(clone)
+        assert set(jsonl_ids(project / "output")) == set(snapshot), "README's run lost patients"
+        loaded = {path.name.split("-")[0] for path in (project / "output").glob("*.jsonl")}
+        assert loaded <= DEFAULT_STREAMS and "patients" in loaded, loaded
         subprocess.run(["git", "init", "-q"], cwd=project, check=True)
         assert_no_listed_file_holds(project, key)
-        bash(f"meltano config set tap-cliniko base_url {server.base_url}", project)
         before = invoked_streams(bash("meltano invoke tap-cliniko", project))
         for command in readme_meltano_commands(OPT_IN):
             bash(command, project)
