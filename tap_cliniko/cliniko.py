@@ -31,9 +31,14 @@ class Forbidden(ClinikoError):
     """HTTP 403: the API key's user may not read this list (a role permission)."""
 
 
+def has_shard_suffix(api_key: str) -> bool:
+    """Tell whether the key ends in a shard suffix ('-' then the shard); without, it is au1."""
+    return "-" in api_key
+
+
 def shard_from_key(api_key: str) -> str:
     """Return the shard named by the suffix after the key's last '-' (no suffix: au1)."""
-    if "-" not in api_key:
+    if not has_shard_suffix(api_key):
         return DEFAULT_SHARD
     suffix = api_key.rsplit("-", 1)[1]
     if not SHARD_PATTERN.fullmatch(suffix):

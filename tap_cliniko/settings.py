@@ -137,7 +137,7 @@ SDK_SETTINGS: dict[str, dict[str, Any]] = {
     "stream_maps": {
         "description": 'The SDK\'s stream maps: hash, drop or add fields (`"*"` matches every'
         " selected stream; read a field some stream lacks as `record.get('field')`); see"
-        " Privacy."
+        " README's Privacy."
     },
     "stream_map_config": {
         "description": "Values stream maps read as `config['...']`, e.g. a hashing salt."
@@ -160,7 +160,7 @@ SDK_SETTINGS: dict[str, dict[str, Any]] = {
     },
     "batch_config": {
         "description": "Write BATCH files instead of RECORD messages: `jsonl`, `gzip` or"
-        " `none`; refused with stream maps, flattening or deselected fields (see below)."
+        " `none`; refused with stream maps, flattening or deselected fields (README: Settings)."
     },
 }
 
@@ -211,19 +211,26 @@ def check_config(config: Mapping[str, Any]) -> None:
     resolve_base_url(config)
 
 
+#: How alike (difflib's ratio) a key and a setting are when the key is a typo of it: every
+#: one-letter slip of a setting is 0.9 or more; other tools' settings (`start_time`, 0.8;
+#: `process_activate_version_messages`, 0.86) are less.
+TYPO = 0.9
+
+
 def check_config_keys(config: Mapping[str, Any], known: frozenset[str]) -> list[str]:
     """Refuse a key that looks like a misspelt setting; return the other unknown keys.
 
     A misspelt `privacy_redaction` would be ignored and blank nothing, so a key within a
     typo of a setting (`perpage`, `start-date`, `Privacy_Redaction`) stops the tap; a key
-    like nothing the tap has (another tool's setting in a shared file) is only reported.
+    like nothing the tap has (another tool's setting in a shared file: a target's
+    `process_activate_version_messages`, another tap's `start_time`) is only reported.
     """
     unknown = sorted(key for key in config if key not in known)
     ignored = []
     for key in unknown:
         spelt = key.strip().lower().replace("-", "_").replace(" ", "_")
-        near = [spelt] if spelt in known else difflib.get_close_matches(spelt, known, 1, 0.8)
-        if near:
+        near = [spelt] if spelt in known else difflib.get_close_matches(spelt, known, 1, TYPO)
+        if near and near[0] not in config:  # with the setting itself there, no misspelling
             raise ClinikoError(
                 f"the config key {key!r} is not a setting of tap-cliniko: did you mean"
                 f" {near[0]!r}? Rename it (tap-cliniko --about lists every setting)"

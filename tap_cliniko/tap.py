@@ -33,7 +33,7 @@ from typing_extensions import override
 
 from tap_cliniko.api import ClinikoAPI
 from tap_cliniko.client import STATE_LOCK, ClinikoStream
-from tap_cliniko.cliniko import DEFAULT_SHARD, ClinikoError
+from tap_cliniko.cliniko import DEFAULT_SHARD, ClinikoError, has_shard_suffix
 from tap_cliniko.concurrency import Feed, ReadAhead, Rows, Scheduler
 from tap_cliniko.records import drop_nulls_outside
 from tap_cliniko.settings import (
@@ -260,19 +260,24 @@ class TapCliniko(Tap):
             if not raise_errors:
                 return super()._validate_config(raise_errors=False)
             check_config(self.config)
+            settings: dict[str, Any] = {"properties": dict(self.config_jsonschema["properties"])}
+            self.append_builtin_config(settings)
+            # Before the SDK fills in the defaults: only the keys given count.
+            ignored = check_config_keys(self.config, frozenset(settings["properties"]))
             errors = super()._validate_config(raise_errors=False)
         finally:
             self.logger.removeFilter(QUIET_KNOWN_NOISE)
         if errors:
             raise ClinikoError(f"invalid config: {errors[0]}")
-        ignored = check_config_keys(self.config, frozenset(self.config_jsonschema["properties"]))
-        if ignored:
+        api_key = str(self.config["api_key"])
+        if ignored:  # a key's name only, cut short, and never one that holds the API key
+            names = [k[:40] if api_key not in k else "(one holding api_key)" for k in ignored]
             self.logger.warning(
                 "The config holds keys tap-cliniko does not know, ignored: %s"
                 " (tap-cliniko --about lists every setting)",
-                ", ".join(ignored),
+                ", ".join(names),
             )
-        if not self.config.get("base_url") and "-" not in str(self.config["api_key"]):
+        if not self.config.get("base_url") and not has_shard_suffix(api_key):
             self.logger.info(
                 "api_key has no shard suffix: reading shard %s, where Cliniko keeps such keys"
                 " (a 401 means the key belongs to another shard: copy it whole)",

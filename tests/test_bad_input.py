@@ -93,7 +93,7 @@ def test_bad_config_is_refused_in_one_line(tmp_path: Path, case: str) -> None:
     result = run_cli(tmp_path, config)
     assert_refused(result, *words)
     if len(config.get("api_key", "").strip()) > 8:
-        assert config["api_key"] not in result.stderr + result.stdout
+        assert config["api_key"].strip() not in result.stderr + result.stdout
 
 
 def test_malformed_state_file_is_refused(tmp_path: Path) -> None:
@@ -272,11 +272,18 @@ def test_a_key_no_setting_resembles_is_ignored_with_one_warning(
     with sandbox(patients=5, seed=5) as server:
         config = {**GOOD, "api_key": SANDBOX_KEY, "base_url": server.base_url}
         config["dbt_profile"] = "secret-looking-value-0001"
+        config[f"api_key={SANDBOX_KEY}"] = ""  # a mangled line: the key in a key's name
+        config["process_activate_version_messages"] = True  # a target's, in a shared file
         result = run_cli(tmp_path, config, extra=["--test"])
     assert result.returncode == 0, result.stderr[-2000:]
     warnings = [line for line in result.stderr.splitlines() if "does not know" in line]
-    assert len(warnings) == 1 and "ignored: dbt_profile (" in warnings[0], result.stderr[-2000:]
+    assert len(warnings) == 1, result.stderr[-2000:]
+    assert (
+        "ignored: (one holding api_key), dbt_profile, process_activate_version_messages ("
+        in warnings[0]
+    ), warnings[0]
     assert "secret-looking-value-0001" not in result.stderr + result.stdout
+    assert SANDBOX_KEY not in result.stderr
 
 
 @pytest.mark.parametrize(

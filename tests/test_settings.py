@@ -146,7 +146,7 @@ def every_setting() -> frozenset[str]:
 )
 def test_a_misspelt_setting_is_refused_naming_the_one_meant(key: str, meant: str) -> None:
     with pytest.raises(ClinikoError, match=f"{key!r} is not a setting.*did you mean {meant!r}"):
-        check_config_keys({"api_key": "k", key: 1}, every_setting())
+        check_config_keys({key: 1}, every_setting())
 
 
 def test_keys_like_no_setting_are_returned_sorted_and_settings_pass() -> None:
@@ -154,6 +154,41 @@ def test_keys_like_no_setting_are_returned_sorted_and_settings_pass() -> None:
     config = {name: None for name in known} | {"zz_other_tool": 1, "dbt_profile": "x"}
     assert check_config_keys(config, known) == ["dbt_profile", "zz_other_tool"]
     assert check_config_keys({name: None for name in known}, known) == []
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "process_activate_version_messages",  # every SDK target's, in a file shared with one
+        "add_record_metadata",
+        "start_time",
+        "api_base_url",
+        "start_datetime",
+        "max_requests_per_hour",
+    ],
+)
+def test_other_tools_settings_are_only_reported(key: str) -> None:
+    assert check_config_keys({"api_key": "k", key: 1}, every_setting()) == [key]
+
+
+def test_a_near_key_beside_the_setting_itself_is_no_misspelling() -> None:
+    config = {"api_key": "k", "start_date": "2024-01-01T00:00:00Z", "startdate": "x"}
+    assert check_config_keys(config, every_setting()) == ["startdate"]
+
+
+def test_the_sdk_settings_schemas_are_left_as_the_sdk_has_them() -> None:
+    """This tap's words go into a copy: the SDK's own constants keep theirs."""
+    import copy
+
+    from singer_sdk.helpers import capabilities
+
+    from tap_cliniko.tap import TapCliniko
+
+    constants = ("STREAM_MAPS_CONFIG", "FLATTENING_CONFIG", "BATCH_CONFIG")
+    before = {name: copy.deepcopy(getattr(capabilities, name)) for name in constants}
+    about = TapCliniko._get_about_info()
+    assert about.settings["properties"]["flattening_separator"]["default"] == "__"
+    assert {name: getattr(capabilities, name) for name in constants} == before
 
 
 def test_a_key_without_a_shard_suffix_is_logged_as_au1(caplog: pytest.LogCaptureFixture) -> None:

@@ -543,7 +543,7 @@ def run_local(patients: int = PATIENTS, profile: Path | None = None, scale: floa
         took = meltano.run()
         check_first_load(server, warehouse)
         show_counts(f"loaded in {took:.1f}s into {rel(WAREHOUSE)}", warehouse.counts())
-        print("   checked: each stream holds every row the local Cliniko serves, once")
+        print("   checked: each stream (computed ones aside) holds every row the server has, once")
         print("   a few patients (19-digit ids, as Cliniko has them)")
         for patient_id, name, city, updated in warehouse.samples():
             print(f"     {patient_id}  {name:<20} {city:<12} {updated}")
