@@ -412,7 +412,8 @@ def show_counts(title: str, counts: dict[str, int]) -> None:
 
 def show_bookmarks(before: dict[str, str], after: dict[str, str], streams: list[str]) -> None:
     """Each changed stream's bookmark before and after the run."""
-    print("   state (bookmark per changed stream)")
+    print("   state (bookmark per changed stream; lookback_seconds, 5 minutes by default, keeps")
+    print("   it behind Cliniko's clock, so a row saved meanwhile is read again, never lost)")
     for stream in streams:
         print(f"     {stream:<24} {before.get(stream, '-'):<21} -> {after.get(stream, '-')}")
 
