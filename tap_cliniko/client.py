@@ -193,7 +193,14 @@ class ClinikoStream(RESTStream[Any]):
         # The SDK sends it before the first record, and an SQL target then marks every row
         # of older versions deleted: a stream skipped or failing half-way would leave the
         # rows Cliniko still has marked gone. It goes out after a complete read instead.
-        self._pending_version = full_table_version
+        # The SDK's version is the run's start in whole seconds, and a target retires only
+        # rows of a version below it: a run starting in the second of the one before (a
+        # retry) would never retire a row that run wrote and Cliniko deleted since. The
+        # start in milliseconds, as Singer taps commonly version, is always later; the
+        # records, written after this, carry it too.
+        del full_table_version
+        self._stream_version = self._initialized_at
+        self._pending_version = self._stream_version
 
     def _activate_version(self) -> None:
         """Send this run's ACTIVATE_VERSION, if it is a full-table run with versions on that

@@ -106,6 +106,22 @@ def test_activate_version_follows_the_last_record_of_each_full_table_stream(sand
     assert not any(m["type"] == "ACTIVATE_VERSION" and m["stream"] == "contacts" for m in messages)
 
 
+def test_a_run_starting_in_the_second_of_the_last_one_has_a_later_version(sandbox: Any) -> None:
+    """An SQL target retires rows of versions below the one activated: a run right after
+    another (a retry) with the same version would never retire a row Cliniko deleted."""
+    with sandbox(patients=5, seed=5) as server:
+        config = tap_config(server.base_url)
+        run_tap(config, streams=["taxes"])  # warm: the next two runs take a few ms each
+        while time.time() % 1 > 0.2:  # both runs start early in one second
+            time.sleep(0.01)
+        versions = []
+        for _ in range(2):
+            result = run_tap(config, streams=["taxes"])
+            messages = [json.loads(line) for line in result.lines]
+            versions += [m["version"] for m in messages if m["type"] == "ACTIVATE_VERSION"]
+    assert len(versions) == 2 and versions[1] > versions[0], versions
+
+
 def test_a_stream_skipped_on_403_sends_no_activate_version(sandbox: Any) -> None:
     with sandbox(patients=20, seed=5, forbidden=("users",)) as server:
         result = run_tap(tap_config(server.base_url, per_page=2), streams=["taxes", "users"])
