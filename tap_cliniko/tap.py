@@ -184,6 +184,13 @@ class TapCliniko(Tap):
         super().append_builtin_config(config_jsonschema)
         describe_sdk_settings(config_jsonschema)
 
+    @classmethod
+    def setting_names(cls) -> frozenset[str]:
+        """Every setting a config may hold: the tap's own and the SDK's."""
+        settings: dict[str, Any] = {"properties": dict(cls.config_jsonschema["properties"])}
+        cls.append_builtin_config(settings)
+        return frozenset(settings["properties"])
+
     @override
     def setup_mapper(self) -> None:
         # The SDK registers a deselected stream with an empty schema, on which any "*" map
@@ -260,10 +267,8 @@ class TapCliniko(Tap):
             if not raise_errors:
                 return super()._validate_config(raise_errors=False)
             check_config(self.config)
-            settings: dict[str, Any] = {"properties": dict(self.config_jsonschema["properties"])}
-            self.append_builtin_config(settings)
             # Before the SDK fills in the defaults: only the keys given count.
-            ignored = check_config_keys(self.config, frozenset(settings["properties"]))
+            ignored = check_config_keys(self.config, self.setting_names())
             errors = super()._validate_config(raise_errors=False)
         finally:
             self.logger.removeFilter(QUIET_KNOWN_NOISE)

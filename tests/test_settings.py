@@ -124,9 +124,7 @@ def every_setting() -> frozenset[str]:
     """The settings a tap's config may hold: its own and the SDK's."""
     from tap_cliniko.tap import TapCliniko
 
-    schema: dict[str, Any] = {"properties": dict(TapCliniko.config_jsonschema["properties"])}
-    TapCliniko.append_builtin_config(schema)
-    return frozenset(schema["properties"])
+    return TapCliniko.setting_names()
 
 
 @pytest.mark.parametrize(
