@@ -5,12 +5,15 @@
     python3 dev.py bench --whole-account N   # only the whole-account scenario (WHOLE_ACCOUNT.md)
     python3 dev.py bench --scenario accounts20   # only 20 accounts at once (1-2 minutes)
     python3 dev.py bench --scenario record-path [--sizes 20000,100000]   # tap vs bare loop
+    python3 dev.py bench --scenario small-syncs   # 1,000 and 4,000 patients (about 5 minutes)
 
 Writes benchmarks/RESULTS.md and benchmarks/wall_time.png. `--scenario accounts20` (issue 21,
 benchmarks/fleet.py) starts 20 local Cliniko accounts of 500 to 6,000 patients (200
 requests/min each, 300 ms latency), syncs them at once with 20 tap processes, then with 20
-dlt REST clients, and writes only section 6 of RESULTS.md (between its marker comments); a
-full run or `--report-only` renders the rest and keeps that section as it is.
+dlt REST clients and 20 oracle loops (benchmarks/oracle_loop.py, the yardstick), and writes
+only section 6 of RESULTS.md (between its marker comments); `--scenario small-syncs`
+(benchmarks/small.py) writes only section 8. A full run or `--report-only` renders the rest
+and keeps those sections as they are.
 
 The physical limit of a sync of M requests (issue 12): with a budget of B requests in any
 rolling minute, at most C requests in flight and a round trip of r seconds, no client can
@@ -46,6 +49,8 @@ from scenarios import (
     machine,
 )
 from sections import keep_section
+from small import MARKERS as SMALL_SYNCS
+from small import small_syncs
 
 
 def whole_account_only(patients: int) -> int:
@@ -64,10 +69,12 @@ PLOT_LINE = "![wall time against T(M)](wall_time.png)"
 
 
 def kept(rendered: str) -> str:
-    """A freshly rendered RESULTS.md with the scenario sections (6 and 7) and the
+    """A freshly rendered RESULTS.md with the scenario sections (6, 7 and 8) and the
     hand-written notes (between NOTES, put back before the plot) of the file kept."""
     old = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
-    text = keep_section(keep_section(rendered, old, ACCOUNTS20), old, RECORD_PATH)
+    text = rendered
+    for markers in (ACCOUNTS20, RECORD_PATH, SMALL_SYNCS):
+        text = keep_section(text, old, markers)
     start, end = old.find(NOTES[0]), old.find(NOTES[1])
     if start >= 0 and end > start and NOTES[0] not in text and PLOT_LINE in text:
         notes = old[start : end + len(NOTES[1])]
@@ -100,16 +107,19 @@ def main() -> int:
     )
     parser.add_argument(
         "--scenario",
-        choices=("all", "accounts20", "record-path"),
+        choices=("all", "accounts20", "record-path", "small-syncs"),
         default="all",
         help="accounts20: only 20 accounts synced at once (section 6 of RESULTS.md);"
         " record-path: only the tap against a bare requests + json loop, and memory"
-        " (section 7; --sizes N,...);"
+        " (section 7; --sizes N,...); small-syncs: 1,000 and 4,000 patients at 300 and"
+        " 600 ms, the tap against the oracle loop (section 8);"
         " all (the default): every other scenario",
     )
     args = parser.parse_args()
     if args.scenario == "accounts20":
         return accounts20()
+    if args.scenario == "small-syncs":
+        return small_syncs()
     if args.scenario == "record-path":
         return record_path([int(s) for s in args.sizes.split(",")] if args.sizes else None)
     if args.whole_account:

@@ -55,10 +55,27 @@ def tap_config(base_url: str, contender: str, rate_limited: bool) -> dict[str, A
     return config
 
 
+#: oracle_loop.py's two ways: every request 8 at a time, or the first alone (as the tap's).
+ORACLES = {"oracle c8": [], "oracle first": ["--first-alone"]}
+
+
 def command(
-    contender: str, base_url: str, work: Path, *, rate_limited: bool, patients_only: bool
+    contender: str,
+    base_url: str,
+    work: Path,
+    *,
+    rate_limited: bool,
+    patients_only: bool,
+    pages: dict[str, int] | None = None,
 ) -> tuple[list[str], Path]:
-    """The command line of one contender, and where its state file goes if it gets one."""
+    """The command line of one contender, and where its state file goes if it gets one.
+
+    pages: ceil(rows/100) of each patient route, which only the oracle loop is told.
+    """
+    if contender in ORACLES:
+        counts = [str(count) for count in (pages or {}).values()]
+        script = str(HERE / "oracle_loop.py")
+        return [sys.executable, script, base_url, KEY, *counts, *ORACLES[contender]], work / "s"
     if contender == "dlt":
         return [str(dlt_python()), str(HERE / "dlt_baseline.py"), base_url, KEY], work / "state"
     if contender == "bare":
@@ -68,6 +85,8 @@ def command(
     config_file.write_text(json.dumps(config))
     if contender == "sdk-default":
         args = [sys.executable, str(HERE / "sdk_default_tap.py")]
+    elif contender == "tap spec":  # max_concurrency 8, first request not alone
+        args = [sys.executable, str(HERE / "tap_speculative.py")]
     else:
         args = [sys.executable, "-c", "from tap_cliniko.tap import main; main()"]
     if patients_only:

@@ -240,18 +240,19 @@ def run_once(
     config = sandbox_config(n, collections, data_dir, latency_ms, limit)
     with SandboxServer(config) as server, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        pages = pages_needed(server) if not collections else {}
         args, state_file = command(
             contender,
             server.base_url,
             work,
             rate_limited=rate_limited,
             patients_only=not collections,
+            pages=pages,
         )
         if state is not None:
             state_file.write_text(json.dumps(state))
             args += ["--state", str(state_file)]
         out_path = work / "out.jsonl"
-        pages = pages_needed(server) if not collections else {}
         server.requests.clear()
         measured = measure(args, out_path)
         records, new_state = read_output(out_path, contender)
