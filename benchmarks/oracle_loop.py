@@ -1,12 +1,13 @@
-"""The floor of a fleet: a client told in advance how many pages each list has.
+"""A yardstick: a client told in advance how many pages each list has.
 
 Usage: oracle_loop.py BASE_URL API_KEY PAGES_ACTIVE PAGES_ARCHIVED PAGES_DELETED [--first-alone]
 
 It asks for every page of the three patient lists by number (`per_page=100&page=K`),
-CONCURRENCY at a time from its first request on, and writes the same Singer lines as
-bare_loop.py in page order. No client can do with fewer requests or less waiting: it needs
-no first answer to learn a list's length (the benchmark hands it over), checks nothing and
-pages by number, which can skip rows on a real account where they change mid-read (see
+CONCURRENCY at a time from its first request on, and writes bare_loop.py's SCHEMA and
+RECORD lines in page order (one STATE at the end). No client can do with fewer requests or
+round trips: it needs no first answer to learn a list's length (the benchmark hands it
+over); its CPU is that of `requests` and `json`. It checks nothing and pages by number,
+which can skip rows on a real account where they change mid-read (see
 tap_cliniko/paging.py). It is a yardstick for sections 6 and 8, not a way to sync.
 
 --first-alone: the first request goes alone and the rest wait for its answer, as the tap's

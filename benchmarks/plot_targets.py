@@ -46,16 +46,19 @@ def plot_targets() -> None:
         width = 0.8 / len(contenders)
         for i, contender in enumerate(contenders):
             ratios = {
-                (r["n"], r["latency_ms"]): r["ratio"] for r in runs if r["contender"] == contender
+                (r["n"], r["latency_ms"]): r.get("judged", r["ratio"])
+                for r in runs
+                if r["contender"] == contender
             }
             x = [j + (i - (len(contenders) - 1) / 2) * width for j in range(len(cases))]
             small.bar(x, [ratios.get(case, 0) for case in cases], width, label=contender)
         small.set_xticks(range(len(cases)), labels, fontsize=8)
         small.axhline(SMALL_TARGET, color="k", ls=":", label=f"target {SMALL_TARGET}x")
         small.set_ylim(0.9, None)
-        small.set_ylabel("wall / (T(M) + start-up)")
+        small.set_ylabel("(wall - start-up) / T(M)")
         small.legend(fontsize=8)
-    small.set_title("Small syncs (median of 3 rounds)", fontsize=10)
+    rounds = f"median of {syncs['rounds']} rounds" if syncs and "rounds" in syncs else "median"
+    small.set_title(f"Small syncs ({rounds})", fontsize=10)
     paths = load("record_path.json")
     if paths:
         sizes = [s["n"] for s in paths["sizes"]]

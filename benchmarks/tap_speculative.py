@@ -2,14 +2,15 @@
 
 The tap sends its first request alone (`FirstAnswer` in tap_cliniko/concurrency.py), so that
 a wrong key, shard or host costs one request. Here every request is sent as soon as a slot
-is free, the first one included; everything else is the tap as it is. Used by bench.py to
-measure what that guarantee costs a small sync.
+is free, the first one included; everything else is the tap as it is (its `main`). Run by
+`dev.py bench --scenario small-syncs` (benchmarks/small.py) as `tap spec`, to measure what
+that guarantee costs a small sync.
 """
 
 from __future__ import annotations
 
 from tap_cliniko.concurrency import FirstAnswer
-from tap_cliniko.tap import TapCliniko
+from tap_cliniko.tap import main
 
 
 def take_turn(self: FirstAnswer) -> bool:
@@ -26,4 +27,4 @@ def take_turn(self: FirstAnswer) -> bool:
 FirstAnswer.take_turn = take_turn  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    TapCliniko.cli()
+    main()
