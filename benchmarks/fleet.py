@@ -317,7 +317,7 @@ def section(fleets: dict[str, Fleet], figures: dict[str, Any]) -> str:
         " of `benchmarks/oracle_loop.py`, a yardstick: told how many pages each list has, it"
         " asks for all of them by page number, 8 at a time from its first request, and checks"
         " nothing (it would skip rows where they change mid-read), so no client needs fewer"
-        " requests, round trips or CPU-s."
+        " requests or round trips (its CPU is that of requests and json)."
         " T(M) is"
         f" `benchmarks/limit.py`'s, with B = {BUDGET}, C = {CONCURRENCY} for all; r ="
         f" {figures['r'] * 1000:.0f} ms, one page of 100 patients timed on a quiet server"
