@@ -1,6 +1,6 @@
 """Speed of tap-cliniko against the local Cliniko over real HTTP: figures and ratios, no asserts.
 
-    python3 dev.py bench            # the full run, about 45 minutes on 2 cores
+    python3 dev.py bench            # the full run, about an hour on 2 cores
     python3 dev.py bench --quick    # small sizes, to try the script (about 6 minutes)
     python3 dev.py bench --whole-account N   # only the whole-account scenario (WHOLE_ACCOUNT.md)
     python3 dev.py bench --scenario accounts20   # only 20 accounts at once (1-2 minutes)
