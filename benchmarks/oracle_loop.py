@@ -21,17 +21,11 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import requests
+from bare_loop import SCHEMAS, STREAMS  # the same lists and schema as the bare loop
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-STREAMS = {
-    "patients": "patients",
-    "archived_patients": "patients/archived",
-    "deleted_patients": "patients/deleted",
-}
 CONCURRENCY = 8  # the C of T(M)
 
 
