@@ -35,12 +35,6 @@ FIGURES = HERE / "small_syncs.json"
 MARKERS = "<!-- small-syncs -->", "<!-- /small-syncs -->"
 
 
-def ratio(run: Run) -> float:
-    """wall / (T(M) + start-up), as sections 1-6 show it."""
-    base = run.limit + run.startup
-    return run.wall / base if base else 0.0
-
-
 def judged(run: Run) -> float:
     """(wall - start-up) / T(M): the target is this at most TARGET."""
     return (run.wall - run.startup) / run.limit if run.limit else 0.0
@@ -92,7 +86,7 @@ def section(rows: list[dict[str, Any]], figures: dict[str, Any]) -> str:
             f" {run.startup:.2f} | {run.wall - run.startup:.2f} | {run.r * 1000:.0f} |"
             f" {run.total_requests} | {run.limit:.2f} | {alone_rounds(run.total_requests)} |"
             f" {judged(run):.2f} | {', '.join(f'{r:.2f}' for r in row['judged'])} |"
-            f" {ratio(run):.2f} | {run.records:,} | {'yes' if row['met'] else 'no'} |"
+            f" {run.ratio:.2f} | {run.records:,} | {'yes' if row['met'] else 'no'} |"
         )
     lines += ["", "### Target", ""]
     for row in rows:
@@ -240,7 +234,7 @@ def small_syncs() -> int:
                         "limit": row["median"].limit,
                         "judged": judged(row["median"]),
                         "every_round": row["judged"],
-                        "ratio": ratio(row["median"]),
+                        "ratio": row["median"].ratio,  # as sections 1-6 show it
                         "records": row["median"].records,
                         "met": row["met"],
                     }
